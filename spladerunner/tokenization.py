@@ -1,0 +1,101 @@
+"""Tokenisation and batching: texts -> length-sorted, padded int64 batches under a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Read a `tokenizer.json`, with an error that names the file when it is missing or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer file not found")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise ValueError(f"{path}: not a valid tokenizers file ({exc})") from None
+    # The runtime pads and truncates itself; a padding setting inside the file would silently pad
+    # every text to a fixed length, a truncation setting would fight ours.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def special_token_ids(tokenizer: Tokenizer) -> list[int]:
+    """Ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], ...): never part of a sparse vector."""
+    return sorted(i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special)
+
+
+def vocabulary(tokenizer: Tokenizer) -> list[str]:
+    """Token strings indexed by id (gaps, if any, become empty strings)."""
+    vocab = [""] * tokenizer.get_vocab_size(with_added_tokens=True)
+    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        vocab[index] = token
+    return vocab
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded batch: `rows` are the positions of its texts in the caller's input."""
+
+    rows: np.ndarray
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+    @property
+    def token_type_ids(self) -> np.ndarray:
+        return np.zeros_like(self.input_ids)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of every text (ragged), and whether each was cut at the max length."""
+
+    ids: list[list[int]]
+    truncated: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
+    """Tokenise with special tokens, cutting each text at `max_length` tokens."""
+    tokenizer.enable_truncation(max_length)
+    try:
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
+    finally:
+        tokenizer.no_truncation()
+    return Encoded([e.ids for e in encodings], np.array([bool(e.overflowing) for e in encodings], dtype=bool))
+
+
+def batches(encoded: Encoded, *, max_tokens: int, max_batch_size: int, pad_id: int) -> Iterator[Batch]:
+    """Length-sorted batches whose padded size (rows x longest) stays within `max_tokens`.
+
+    Sorting by length keeps padding, and so wasted compute, near zero. A single text longer than
+    the budget still gets a batch of its own.
+    """
+    lengths = encoded.lengths
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        # Lengths grow along `order`, so the padded size of [start, stop) is rows * lengths[order[stop-1]].
+        while (stop < len(order) and stop - start < max_batch_size
+               and (stop + 1 - start) * lengths[order[stop]] <= max_tokens):
+            stop += 1
+        rows = order[start:stop]
+        width = int(lengths[rows[-1]])
+        input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            ids = encoded.ids[row]
+            input_ids[r, : len(ids)] = ids
+            attention_mask[r, : len(ids)] = 1
+        yield Batch(rows, input_ids, attention_mask)
+        start = stop
