@@ -8,7 +8,7 @@ or scipy takes them without copies.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,7 +19,7 @@ class SparseVector:
 
     ids: np.ndarray
     weights: np.ndarray
-    vocab: Sequence[str] | None = None
+    vocab: Sequence[str] | None = field(default=None, repr=False)
     truncated: bool = False
 
     def __len__(self) -> int:
@@ -51,7 +51,7 @@ class SparseBatch:
     indices: np.ndarray
     values: np.ndarray
     vocab_size: int
-    vocab: Sequence[str] | None = None
+    vocab: Sequence[str] | None = field(default=None, repr=False)
     truncated: np.ndarray | None = None
 
     def __post_init__(self) -> None:

@@ -1,0 +1,114 @@
+"""Model loading: find a model folder locally or in the Hugging Face cache, and describe it by a manifest.
+
+Our own exports carry `spladerunner.json`. Foreign graphs (fastembed/Qdrant `model.onnx`, a
+sentence-transformers `onnx/` folder, optimum exports) have only a logits graph and a tokenizer:
+for those a manifest is derived from the tokenizer, so one code path serves both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .manifest import MANIFEST_NAME, GraphEntry, Manifest, ManifestError
+
+# SPLADE++ (prithivida/Splade_PP_en_v1, Apache-2.0) as exported to ONNX by Qdrant; see models/.
+DEFAULT_MODEL = "Qdrant/Splade_PP_en_v1"
+FOREIGN_GRAPHS = ("model.onnx", "onnx/model.onnx")
+FOREIGN_MAX_LENGTH = 512
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model (folder, hub id or one of its files) could not be found."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files come from: a local folder, or a hub repository read through the HF cache."""
+
+    name: str
+    folder: Path | None = None
+    revision: str | None = None
+    cache_dir: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.folder is not None
+
+    def fetch(self, filename: str) -> Path:
+        """Local path of one file of the model, downloading it into the HF cache if needed."""
+        if self.folder is not None:
+            path = self.folder / filename
+            if not path.is_file():
+                raise ModelNotFoundError(f"{path}: file missing from model folder {self.folder}")
+            return path
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            return Path(hf_hub_download(self.name, filename, revision=self.revision, cache_dir=self.cache_dir))
+        except (EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError) as exc:
+            raise ModelNotFoundError(
+                f"{self.name}/{filename}: not found in the Hugging Face cache or on the hub "
+                f"(revision {self.revision or 'main'}): {type(exc).__name__}"
+            ) from exc
+
+    def exists(self, filename: str) -> bool:
+        try:
+            self.fetch(filename)
+        except ModelNotFoundError:
+            return False
+        return True
+
+
+def open_source(model: str | Path, *, revision: str | None = None, cache_dir: str | None = None) -> ModelSource:
+    """A local folder when `model` names one, else a hub repository id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return ModelSource(str(path), folder=path)
+    if path.exists():
+        raise ModelNotFoundError(f"{path}: expected a model folder, found a file")
+    name = str(model)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"{name}: no such model folder, and not a hub id of the form 'org/name'")
+    return ModelSource(name, revision=revision, cache_dir=cache_dir)
+
+
+def load_manifest(source: ModelSource) -> Manifest:
+    """The model's manifest: its own `spladerunner.json`, or one derived for a foreign logits graph."""
+    if source.exists(MANIFEST_NAME):
+        return Manifest.read(source.fetch(MANIFEST_NAME).parent)
+    for graph in FOREIGN_GRAPHS:
+        if source.exists(graph):
+            return foreign_manifest(source, graph)
+    raise ModelNotFoundError(
+        f"{source.name}: neither {MANIFEST_NAME} (a spladerunner export) nor a logits graph "
+        f"({' or '.join(FOREIGN_GRAPHS)}) was found"
+    )
+
+
+def foreign_manifest(source: ModelSource, graph: str) -> Manifest:
+    """Describe a folder holding only a logits graph and `tokenizer.json` (fastembed/optimum layout)."""
+    from .tokenization import load_tokenizer, special_token_ids
+
+    tokenizer = load_tokenizer(source.fetch("tokenizer.json"))
+    max_length = FOREIGN_MAX_LENGTH
+    if source.exists("tokenizer_config.json"):
+        config_path = source.fetch("tokenizer_config.json")
+        try:
+            configured = json.loads(config_path.read_text(encoding="utf-8")).get("model_max_length")
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{config_path}: not valid JSON ({exc})") from None
+        # Tokenizers without a limit store a huge sentinel (1e30); BERT position tables stop at 512.
+        if isinstance(configured, int) and 2 <= configured < FOREIGN_MAX_LENGTH:
+            max_length = configured
+    entry = {"fp32": GraphEntry(graph, output="logits")}
+    return Manifest(
+        kind="splade",
+        vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+        special_token_ids=special_token_ids(tokenizer),
+        max_length={"query": max_length, "document": max_length},
+        encoders={"query": entry, "document": entry},
+        source={"foreign_graph": graph},
+    )
