@@ -82,10 +82,19 @@ def load_manifest(source: ModelSource) -> Manifest:
     for graph in FOREIGN_GRAPHS:
         if source.exists(graph):
             return foreign_manifest(source, graph)
+    where = "in this folder" if source.is_local else (
+        f"in the Hugging Face cache or on the hub (revision {source.revision or 'main'}"
+        + (", HF_HUB_OFFLINE is set)" if is_offline() else ")"))
     raise ModelNotFoundError(
-        f"{source.name}: neither {MANIFEST_NAME} (a spladerunner export) nor a logits graph "
-        f"({' or '.join(FOREIGN_GRAPHS)}) was found"
+        f"{source.name}: not found {where}: neither {MANIFEST_NAME} (a spladerunner export) nor a logits "
+        f"graph ({' or '.join(FOREIGN_GRAPHS)})"
     )
+
+
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def foreign_manifest(source: ModelSource, graph: str) -> Manifest:

@@ -1,0 +1,52 @@
+"""`spladerunner expand` as a user runs it: a real subprocess, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from spladerunner import Expander
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spladerunner", *args], input=stdin, capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_expand_plain_lines_from_stdin(tiny_bert_export):
+    result = run_cli("expand", "--model", str(tiny_bert_export), "--precision", "fp32", "--top-k", "5",
+                     stdin="what causes the seasons\n\nwhy is the sky blue\n")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [0, 1, 2]
+    expected = Expander(tiny_bert_export, precision="fp32").expand("why is the sky blue", top_k=5).to_dict()
+    assert rows[2]["vector"].keys() == expected.keys()
+    assert all(abs(rows[2]["vector"][k] - v) < 1e-6 for k, v in expected.items())
+    assert all(len(r["vector"]) <= 5 and r["truncated"] is False for r in rows)
+
+
+def test_expand_jsonl_with_ids_keys_and_progress(tiny_bert_export, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps({"_id": f"d{i}", "title": "Seasons", "text": "axis tilt " * i})
+                                for i in range(1, 40)) + "\n")
+    out = tmp_path / "vectors.jsonl"
+    result = run_cli("expand", str(corpus), "-o", str(out), "--model", str(tiny_bert_export), "--query",
+                     "--text-field", "title", "--text-field", "text", "--keys", "ids", "--max-length", "8",
+                     "--progress")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"d{i}" for i in range(1, 40)]
+    assert all(key.isdigit() for r in rows for key in r["vector"])
+    assert rows[0]["truncated"] is False and rows[-1]["truncated"] is True
+    assert "expanded: 39/39" in result.stderr and "were cut at the max length" in result.stderr
+
+
+def test_expand_errors_are_one_line_messages(tiny_bert_export, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "text": "ok"}\n{"id": 2, "body": "no text field"}\n')
+    result = run_cli("expand", str(bad), "--model", str(tiny_bert_export))
+    assert result.returncode != 0 and "line 2: no field 'text'" in result.stderr
+    result = run_cli("expand", "--model", str(tmp_path / "missing-model"), stdin="x\n")
+    assert result.returncode == 1 and "no such model folder" in result.stderr and "Traceback" not in result.stderr
