@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     expand.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress line on stderr (default: when stderr is a terminal)")
     expand.set_defaults(func=cmd_expand)
+
+    # The retrieval commands keep their arguments beside their code; importing them is cheap.
+    from . import evaluation, retrieval
+
+    index = commands.add_parser("index", help="corpus JSONL -> index folder")
+    retrieval.add_index_arguments(index)
+    index.set_defaults(func=retrieval.run_index)
+    search = commands.add_parser("search", help="search an index folder")
+    retrieval.add_search_arguments(search)
+    search.set_defaults(func=retrieval.run_search)
+    evaluate = commands.add_parser("eval", help="BEIR folder -> metrics table")
+    evaluation.add_eval_arguments(evaluate)
+    evaluate.set_defaults(func=evaluation.run_eval)
     return parser
 
 

@@ -1,0 +1,192 @@
+"""Batch search speed of `SparseIndex` against bm25s (numpy backend) on the same matrices.
+
+Documents: a BM25-encoded corpus over bert-base-uncased WordPiece ids (MS MARCO DL19 subset and
+SciFact from ../shared). Queries: the real SPLADE++ query vectors of ../shared/data/splade-queries,
+either as term sets (binary; bm25s scores them natively) or with integer weights round(impact / 100)
+(bm25s gets each token repeated that many times, as Anserini's query TSVs do). Both engines search
+the same CSC matrix for the same top k; the script checks that both return the same documents with
+the same scores (it fails otherwise; bm25s orders tied scores arbitrarily, so "same order" counts
+the lists that also match position by position) and prints markdown tables, plus the storage
+trade-off of the index's weight precisions.
+
+    python benchmarks/bench_search.py            # full run (a minute or two)
+    python benchmarks/bench_search.py --smoke    # seconds, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("DISABLE_TQDM", "1")  # bm25s progress bars
+
+import numpy as np
+
+from spladerunner.adapters import read_impact_queries
+from spladerunner.bm25 import BM25Encoder
+from spladerunner.evaluation import evaluate, load_beir, markdown_table
+from spladerunner.retrieval import PRECISIONS, SearchResults, SparseIndex, document_texts
+from spladerunner.sparse import SparseBatch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+TOKENIZER = SHARED / "tokenizers" / "bert-base-uncased" / "tokenizer.json"
+CORPORA = {"msmarco-subset": SHARED / "data" / "msmarco-dl19-subset", "scifact": SHARED / "data" / "beir-scifact"}
+QUERIES = SHARED / "data" / "splade-queries" / "msmarco-dev-subset.splade-pp-ed.jsonl"
+
+
+def best_time(run: Callable[[], object], repeat: int) -> tuple[float, object]:
+    """Fastest of `repeat` runs (after one warm-up), and the last result."""
+    result = run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def bm25s_retriever(docs: SparseBatch):
+    """A bm25s BM25 object whose score matrix is exactly `docs` (CSC: term -> document postings)."""
+    import bm25s
+
+    csc = docs.to_scipy().tocsc()
+    retriever = bm25s.BM25(backend="numpy")
+    retriever.scores = {"data": csc.data.astype(np.float32), "indices": csc.indices.astype(np.int32),
+                        "indptr": csc.indptr, "num_docs": len(docs)}
+    retriever.vocab_dict = {str(i): i for i in range(docs.vocab_size)}
+    retriever.unique_token_ids_set = set(range(docs.vocab_size))
+    retriever.nonoccurrence_array = None
+    return retriever
+
+
+def as_token_lists(queries: SparseBatch) -> list[list[int]]:
+    """Each query's ids, repeated by its integer weight (bm25s adds a posting once per occurrence)."""
+    counts = queries.values.astype(np.int64)
+    return [np.repeat(q.ids, counts[start:stop]).tolist()
+            for q, start, stop in zip(queries, queries.indptr[:-1], queries.indptr[1:])]
+
+
+def as_arrays(results: SearchResults, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Results of an index whose ids are its row numbers -> (rows [n, k], -1 padded; scores, 0 padded)."""
+    rows, scores = np.full((len(results), k), -1, dtype=np.int64), np.zeros((len(results), k))
+    for q, (ids, values) in enumerate(zip(results.ids, results.scores)):
+        rows[q, :len(ids)], scores[q, :len(ids)] = np.array(ids, dtype=np.int64), values
+    return rows, scores
+
+
+def compare(slots: np.ndarray, scores: np.ndarray, their_rows: np.ndarray, their_scores: np.ndarray) -> int:
+    """Queries whose top-k lists are identical in order; raises if they differ beyond the order of tied scores."""
+    identical = 0
+    for ours, mine, theirs, their in zip(slots, scores, their_rows, their_scores):
+        hits = int(np.count_nonzero(ours >= 0))
+        if np.any(their[hits:] > 0) or not np.allclose(mine[:hits], their[:hits], rtol=1e-5):
+            raise AssertionError("scores differ between spladerunner and bm25s")
+        if ours[:hits].tolist() == theirs[:hits].tolist():
+            identical += 1
+            continue
+        # Different order is allowed only among scores equal at float32 precision (bm25s sums in float32):
+        # a document clearly above the k-th score must be in both lists.
+        cut = their[hits - 1] * (1 + 2e-5)
+        if not ({d for d, s in zip(ours[:hits], mine) if s > cut} <= set(theirs[:hits].tolist())
+                and {d for d, s in zip(theirs[:hits], their) if s > cut} <= set(ours[:hits].tolist())):
+            raise AssertionError("top-k documents differ between spladerunner and bm25s")
+    return identical
+
+
+def speed_rows(corpus: str, docs: SparseBatch, queries: SparseBatch, k: int, repeat: int) -> dict[str, dict]:
+    index = SparseIndex()
+    index.add_vectors(docs)
+    retriever = bm25s_retriever(docs)
+    rows = {}
+    integer = SparseBatch(queries.indptr, queries.indices, np.rint(queries.values / 100), queries.vocab_size)
+    for mode, batch in (("binary", SparseBatch(queries.indptr, queries.indices, np.ones_like(queries.values),
+                                               queries.vocab_size)),
+                        ("weighted", integer)):
+        keep = batch.values > 0
+        rows_of = np.repeat(np.arange(len(batch)), batch.nnz)[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows_of, minlength=len(batch)))])
+        batch = SparseBatch(indptr, batch.indices[keep], batch.values[keep], batch.vocab_size)
+        batch = batch.take(np.flatnonzero(batch.nnz > 0))
+        tokens = as_token_lists(batch)
+        ours_s, results = best_time(lambda b=batch: index.search(b, k), repeat)
+        slots, scores = as_arrays(results, k)
+        theirs_s, result = best_time(lambda t=tokens: retriever.retrieve(
+            t, k=k, backend_selection="numpy", show_progress=False, n_threads=0), repeat)
+        identical = compare(slots, scores, result.documents, result.scores)
+        rows[f"{corpus}, {mode} queries, k={k}"] = {
+            "docs": len(docs), "queries": len(batch), "terms/query": f"{batch.nnz.mean():.1f}",
+            "spladerunner q/s": f"{len(batch) / ours_s:,.0f}", "bm25s q/s": f"{len(batch) / theirs_s:,.0f}",
+            "speed-up": f"{theirs_s / ours_s:.1f}x", "same results": "yes",
+            "same order": f"{identical}/{len(batch)}"}
+    return rows
+
+
+def precision_rows(docs: SparseBatch, queries: SparseBatch, scifact: tuple | None, k: int,
+                   repeat: int) -> dict[str, dict]:
+    """Size, speed and ranking agreement of each weight storage, relative to float32."""
+    rows, reference = {}, None
+    for precision in PRECISIONS:
+        index = SparseIndex(precision=precision)
+        index.add_vectors(docs)
+        seconds, results = best_time(lambda i=index: i.search(queries, k), repeat)
+        slots, scores = as_arrays(results, k)
+        sizes = index.storage_bytes()
+        if reference is None:
+            reference = (slots, scores)
+        overlap = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(np.count_nonzero(b >= 0), 1)
+                           for a, b in zip(slots, reference[0])])
+        error = np.abs(scores - reference[1]).max() / reference[1].max()
+        row = {"weight bytes": f"{sizes['weights'] / 1e6:.2f} MB", "index bytes": f"{sum(sizes.values()) / 1e6:.2f} MB",
+               "q/s": f"{len(queries) / seconds:,.0f}", "max score error": f"{error:.1e}",
+               f"top-{k} overlap": f"{overlap:.4f}",
+               "identical lists": f"{np.mean([(a == b).all() for a, b in zip(slots, reference[0])]):.3f}"}
+        if scifact is not None:
+            data, scifact_docs, scifact_queries, query_ids = scifact
+            scifact_index = SparseIndex(precision=precision)
+            scifact_index.add_vectors(scifact_docs, [d["_id"] for d in data.corpus])
+            run = scifact_index.search(scifact_queries, k=100).to_run(query_ids)
+            row["SciFact BM25 nDCG@10"] = f"{evaluate(run, data.qrels, ['ndcg@10'])['ndcg@10']:.4f}"
+        rows[precision] = row
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small and fast (CI)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per engine (the best counts)")
+    parser.add_argument("-k", type=int, nargs="+", default=[10, 100])
+    args = parser.parse_args(argv)
+    if not TOKENIZER.is_file():
+        print(f"skipped: {TOKENIZER} not found", file=sys.stderr)
+        return 0
+    encoder = BM25Encoder(TOKENIZER)
+    max_docs, max_queries = (500, 200) if args.smoke else (None, None)
+    repeat = 1 if args.smoke else args.repeat
+    queries = read_impact_queries(QUERIES, encoder.vocab)[2]
+    queries = queries.take(np.arange(min(len(queries), max_queries or len(queries))))
+    speed, encoded = {}, {}
+    for name, folder in CORPORA.items():
+        data = load_beir(folder)
+        texts = document_texts(data.corpus[:max_docs], key="_id")[1]
+        encoded[name] = (data, BM25Encoder(TOKENIZER).fit_expand(texts))
+        for k in args.k:
+            speed.update(speed_rows(name, encoded[name][1], queries, k, repeat))
+    print(f"## Batch search, spladerunner vs bm25s (numpy backend), {os.cpu_count()} CPUs\n")
+    print(markdown_table(speed))
+    data, docs = encoded["scifact"]
+    scifact = None
+    if not args.smoke:
+        query_ids, texts = data.judged_queries()
+        scifact = (data, docs, encoder.expand_batch(texts, query=True), query_ids)
+    k = min(args.k)
+    print(f"\n## Weight storage (msmarco-subset BM25 docs, SPLADE++ weighted queries, k={k})\n")
+    print(markdown_table(precision_rows(encoded["msmarco-subset"][1], queries, scifact, k, repeat)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
