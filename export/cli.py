@@ -1,0 +1,131 @@
+"""`spladerunner-export`: convert a checkpoint, upgrade a foreign logits graph, or make a test model.
+
+    spladerunner-export [convert] CHECKPOINT OUT
+    spladerunner-export convert --query-checkpoint Q --document-checkpoint D OUT
+    spladerunner-export upgrade FOLDER OUT
+    spladerunner-export test-model OUT [--arch bert|distilbert] [--size tiny|base] [--sparsembed]
+    spladerunner-export sparsembed CHECKPOINT OUT [--query-k K] [--document-k K] [--softmax-axis positions|terms]
+
+Exits 1 when the parity check fails (the folder is still written, with its report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.build import ExportOptions
+from export.parity import Thresholds
+from spladerunner.manifest import Manifest
+
+COMMANDS = ("convert", "upgrade", "test-model", "sparsembed")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in (*COMMANDS, "-h", "--help"):
+        args.insert(0, "convert")
+    parsed = _parser().parse_args(args)
+    if parsed.command == "test-model":
+        from export.factory import make_test_model
+
+        folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed)
+        if parsed.sparsembed:
+            from export.sparsembed import add_sparsembed_head
+
+            add_sparsembed_head(folder, seed=parsed.seed)
+        print((folder / "calibration.json").read_text(encoding="utf-8"), end="")
+        return 0
+    if parsed.command == "sparsembed":
+        from export.sparsembed import export_sparsembed
+
+        k = {mode: value for mode, value in (("query", parsed.query_k), ("document", parsed.document_k)) if value}
+        manifest = export_sparsembed(parsed.out, parsed.checkpoint, revision=parsed.revision, k=k,
+                                     softmax_axis=parsed.softmax_axis, precisions=tuple(parsed.precisions.split(",")))
+        _print_report(manifest)
+        return 0 if manifest.parity["passed"] else 1
+    options = ExportOptions(
+        pooling=parsed.pooling, top_k=parsed.top_k, precisions=tuple(parsed.precisions.split(",")),
+        max_length={"query": parsed.query_max_length, "document": parsed.document_max_length},
+        optimize=parsed.optimize,
+        thresholds=Thresholds(parsed.max_abs_diff, parsed.min_int8_cosine, parsed.min_fp16_cosine))
+    if parsed.command == "upgrade":
+        from export.upgrade import upgrade_folder
+
+        manifest = upgrade_folder(parsed.folder, parsed.out, graph=parsed.graph, revision=parsed.revision,
+                                  options=options)
+    else:
+        from export.convert import export_checkpoint
+
+        if (parsed.query_checkpoint is None) != (parsed.document_checkpoint is None):
+            _parser().error("--query-checkpoint and --document-checkpoint go together")
+        dual = parsed.query_checkpoint is not None
+        if len(parsed.paths) != (1 if dual else 2):
+            _parser().error("usage: convert CHECKPOINT OUT, or convert --query-checkpoint Q "
+                            "--document-checkpoint D OUT")
+        manifest = export_checkpoint(parsed.paths[-1], None if dual else parsed.paths[0],
+                                     query_checkpoint=parsed.query_checkpoint,
+                                     document_checkpoint=parsed.document_checkpoint, revision=parsed.revision,
+                                     options=options)
+    _print_report(manifest)
+    return 0 if manifest.parity["passed"] else 1
+
+
+def _print_report(manifest: Manifest) -> None:
+    for key, report in manifest.parity["graphs"].items():
+        for precision, result in report.items():
+            if not result["ran"]:
+                print(f"{key} {precision}: did not run ({result['error']})")
+                continue
+            verdict = "ok" if result["passed"] else "FAILED"
+            print(f"{key} {precision} {result['path']}: {verdict}  max_abs_diff={result['max_abs_diff']:.2e} "
+                  f"min_cosine={result['min_cosine']:.6f} min_jaccard={result['min_jaccard']:.3f} "
+                  f"min_top50={result['min_top50_overlap']:.3f} active={result['mean_active']:.1f}")
+    print("parity passed" if manifest.parity["passed"] else "parity FAILED", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spladerunner-export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("convert", help="torch checkpoint(s) -> model folder")
+    convert.add_argument("paths", nargs="+", metavar="CHECKPOINT OUT", help="checkpoint (folder or hub id), out")
+    convert.add_argument("--query-checkpoint", help="efficient SPLADE: the query encoder's checkpoint")
+    convert.add_argument("--document-checkpoint", help="efficient SPLADE: the document encoder's checkpoint")
+    upgrade = commands.add_parser("upgrade", help="foreign logits graph + tokenizer.json -> model folder (no torch)")
+    upgrade.add_argument("folder", help="folder (or hub id) with model.onnx or onnx/model.onnx and tokenizer.json")
+    upgrade.add_argument("out", type=Path)
+    upgrade.add_argument("--graph", help="the logits graph, relative to the folder")
+    for command in (convert, upgrade):
+        command.add_argument("--revision", help="hub revision (branch, tag or commit)")
+        command.add_argument("--pooling", choices=("max", "sum"), default="max",
+                             help="max: SPLADE v2/++ (default); sum: SPLADE v1")
+        command.add_argument("--top-k", type=int, help="emit top_ids/top_weights [batch, K] from the graph")
+        command.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16")
+        command.add_argument("--query-max-length", type=int, default=64)
+        command.add_argument("--document-max-length", type=int, default=256)
+        command.add_argument("--optimize", action="store_true",
+                             help="apply onnxruntime's offline BERT fusions first (no CPU gain measured)")
+        defaults = Thresholds()
+        command.add_argument("--max-abs-diff", type=float, default=defaults.fp32_max_abs_diff,
+                             help="fp32 parity bound")
+        command.add_argument("--min-int8-cosine", type=float, default=defaults.int8_min_cosine)
+        command.add_argument("--min-fp16-cosine", type=float, default=defaults.fp16_min_cosine)
+    test_model = commands.add_parser("test-model", help="random-init, sparsity-calibrated checkpoint for tests")
+    test_model.add_argument("out", type=Path)
+    test_model.add_argument("--arch", choices=("bert", "distilbert"), default="bert")
+    test_model.add_argument("--size", choices=("tiny", "base"), default="tiny")
+    test_model.add_argument("--seed", type=int, default=0)
+    test_model.add_argument("--sparsembed", action="store_true", help="add a random linear.pt and metadata.json")
+    sparsembed = commands.add_parser("sparsembed", help="SparsEmbed checkpoint (MLM + linear.pt) -> model folder")
+    sparsembed.add_argument("checkpoint", help="folder or hub id with linear.pt (and metadata.json)")
+    sparsembed.add_argument("out", type=Path)
+    sparsembed.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    sparsembed.add_argument("--query-k", type=int, help="terms kept per query (default: query max length)")
+    sparsembed.add_argument("--document-k", type=int, help="terms kept per document (default: document max length)")
+    sparsembed.add_argument("--softmax-axis", choices=("positions", "terms"),
+                            help="attention softmax over positions (paper, default) or selected terms")
+    sparsembed.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8")
+    return parser

@@ -1,0 +1,51 @@
+"""`upgrade`: fuse pooling into a foreign logits graph and quantise it, with onnx + onnxruntime only.
+
+Foreign folders are fastembed/Qdrant (`model.onnx` beside `tokenizer.json`), optimum exports, and
+sentence-transformers (`onnx/model.onnx`, tokenizer at the top). The parity reference is the
+untouched foreign graph, pooled in numpy. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from export.build import Encoder, ExportOptions, build
+from export.graph import logits_output
+from export.parity import LogitsReference
+from export.provenance import resolve_checkpoint
+from spladerunner.manifest import MODES, Manifest
+
+GRAPH_CANDIDATES = ("model.onnx", "onnx/model.onnx")
+
+
+def find_logits_graph(folder: Path) -> Path:
+    """The folder's logits graph: `model.onnx`, else `onnx/model.onnx`."""
+    for candidate in GRAPH_CANDIDATES:
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise FileNotFoundError(f"{folder}: no logits graph ({' or '.join(GRAPH_CANDIDATES)}); pass graph=")
+
+
+def upgrade_folder(folder: str | Path, out: str | Path, *, graph: str | Path | None = None,
+                   revision: str | None = None, options: ExportOptions | None = None) -> Manifest:
+    """Turn a folder (or hub id) holding a logits graph and `tokenizer.json` into a spladerunner folder.
+
+    `graph` overrides the graph's location (relative to the folder, or absolute).
+    """
+    options = options or ExportOptions()
+    source = resolve_checkpoint(folder, revision)
+    out = Path(out)
+    if out.resolve() == source.path.resolve():
+        raise ValueError("upgrade writes model.onnx: give an output folder other than the input")
+    graph_path = source.path / graph if graph is not None else find_logits_graph(source.path)
+    tokenizer_json = source.path / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        raise FileNotFoundError(f"{tokenizer_json}: upgrade needs the tokenizer.json beside the graph")
+    logits = onnx.load(graph_path)
+    reference = LogitsReference(graph_path, logits_output(logits).name, options.pooling)
+    record = {**source.record(), "graph": str(graph) if graph is not None else
+              graph_path.relative_to(source.path).as_posix()}
+    return build(out, {"": Encoder(logits, reference)}, dict.fromkeys(MODES, ""), tokenizer_json,
+                 options=options, source=record, reference_name="onnxruntime logits graph pooled in numpy")

@@ -1,0 +1,95 @@
+"""Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them.
+
+Everything is built once per session under pytest's tmp dir with the real tokenizer, optimum,
+onnx and onnxruntime (no mocks). Fixtures import torch only when first used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Files of a fastembed/Qdrant-style folder: a logits graph beside the tokenizer files.
+FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _factory():
+    """The factory module, imported when a fixture first needs it (torch loads only then)."""
+    from export import factory
+
+    return factory
+
+
+def _convert():
+    from export import convert
+
+    return convert
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """Tiny BERT masked-LM checkpoint (seed 0), sparsity-calibrated."""
+    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-bert"), arch="bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_seed1(tmp_path_factory) -> Path:
+    """A second tiny BERT (seed 1): the document encoder of the efficient-SPLADE export."""
+    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-bert-seed1"), arch="bert", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> Path:
+    """Tiny DistilBERT masked-LM checkpoint (no token_type_ids input)."""
+    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-distilbert"), arch="distilbert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_export(tmp_path_factory, tiny_bert) -> Path:
+    """Model folder of tiny BERT: pooled fp32, int8 and fp16 graphs."""
+    convert = _convert()
+    out = tmp_path_factory.mktemp("tiny-bert-export")
+    convert.export_checkpoint(out, tiny_bert, options=convert.ExportOptions(precisions=("fp32", "int8", "fp16")))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert_export(tmp_path_factory, tiny_distilbert) -> Path:
+    """Model folder of tiny DistilBERT: pooled fp32 and int8 graphs."""
+    convert = _convert()
+    out = tmp_path_factory.mktemp("tiny-distilbert-export")
+    convert.export_checkpoint(out, tiny_distilbert)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_topk_export(tmp_path_factory, tiny_bert) -> Path:
+    """Model folder of tiny BERT with in-graph top-k (K=64): `top_ids`/`top_weights`, fp32 and int8."""
+    convert = _convert()
+    out = tmp_path_factory.mktemp("tiny-bert-topk-export")
+    convert.export_checkpoint(out, tiny_bert, options=convert.ExportOptions(top_k=64))
+    return out
+
+
+@pytest.fixture(scope="session")
+def dual_export(tmp_path_factory, tiny_bert, tiny_bert_seed1) -> Path:
+    """Efficient-SPLADE folder: query encoder = tiny BERT seed 0, document encoder = seed 1."""
+    convert = _convert()
+    out = tmp_path_factory.mktemp("dual-export")
+    convert.export_checkpoint(out, query_checkpoint=tiny_bert, document_checkpoint=tiny_bert_seed1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def foreign_logits_folder(tmp_path_factory, tiny_bert) -> Path:
+    """fastembed layout: a plain optimum logits graph `model.onnx` [B, L, V] beside tokenizer.json."""
+    convert = _convert()
+    import onnx
+
+    out = tmp_path_factory.mktemp("foreign-logits")
+    onnx.save(convert.export_logits(convert.load_masked_lm(tiny_bert)), out / "model.onnx")
+    for name in FOREIGN_FILES:
+        shutil.copyfile(tiny_bert / name, out / name)
+    return out
