@@ -16,6 +16,10 @@ _EXPORTS = {
     "Expander": "expander",
     "SparseVector": "sparse",
     "SparseBatch": "sparse",
+    "SparsEmbedEncoder": "sparsembed",
+    "SparsEmbedBatch": "sparsembed",
+    "SparsEmbedVector": "sparsembed",
+    "SparsEmbedIndex": "sparsembed_index",
     "Manifest": "manifest",
     "ManifestError": "manifest",
     "GraphError": "session",
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from .manifest import Manifest, ManifestError
     from .session import GraphError, ProviderError
     from .sparse import SparseBatch, SparseVector
+    from .sparsembed import SparsEmbedBatch, SparsEmbedEncoder, SparsEmbedVector
+    from .sparsembed_index import SparsEmbedIndex
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .manifest import (
 )
 from .session import CUDA, GraphSession, normalise_providers
 from .sparse import SparseBatch, SparseVector, sparsify, sparsify_candidates
-from .tokenization import batches, encode, load_tokenizer, special_token_ids, vocabulary
+from .tokenization import Encoded, batches, encode, load_tokenizer, special_token_ids, vocabulary
 
 logger = logging.getLogger("spladerunner")
 
@@ -52,6 +53,8 @@ class Expander:
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size.
     """
 
+    KIND = "splade"  # the manifest kind this class runs (`SparsEmbedEncoder` subclasses it for "sparsembed")
+
     def __init__(self, model: str | Path = DEFAULT_MODEL, *, precision: str | None = None,
                  providers: Sequence[str | tuple[str, dict]] | None = None, threads: int | None = None,
                  revision: str | None = None, cache_dir: str | None = None,
@@ -61,8 +64,8 @@ class Expander:
             raise ValueError("max_tokens and max_batch_size must be positive")
         self.source: ModelSource = open_source(model, revision=revision, cache_dir=cache_dir)
         self.manifest: Manifest = load_manifest(self.source)
-        if self.manifest.kind != "splade":
-            raise ManifestError(f"{self.source.name}: kind {self.manifest.kind!r} is not a SPLADE model")
+        if self.manifest.kind != self.KIND:
+            raise ManifestError(f"{self.source.name}: kind {self.manifest.kind!r} is not a {self.KIND!r} model")
         self.providers = normalise_providers(providers)
         self.threads = threads
         self.max_tokens = max_tokens
@@ -121,46 +124,58 @@ class Expander:
         top_k: keep at most this many terms per text (the heaviest); threshold: keep weights above it.
         `batch.truncated` marks the texts cut at the max length.
         """
+        return self._run(texts, query=query, top_k=top_k, threshold=threshold)
+
+    def _run(self, texts: str | Sequence[str], *, query: bool, top_k: int | None, threshold: float) -> Any:
+        """Tokenise, batch by length, run, sparsify each batch (`_collect`) and restore input order."""
         texts = check_texts(texts)
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k}")
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0 (weights are never negative), got {threshold}")
         mode: Mode = MODES[0] if query else MODES[1]
         session = self.session(mode)
-        graph_top_k = session.entry.top_k
-        if top_k is not None and graph_top_k is not None and top_k > graph_top_k:
-            raise ValueError(f"top_k={top_k} exceeds the {graph_top_k} terms this graph keeps per text")
-        encoded = encode(self.tokenizer, texts, self.max_length[mode])
-        parts: list[SparseBatch] = []
-        order: list[np.ndarray] = []
+        self._check_top_k(top_k, session.entry.top_k)
+        encoded = self._encode(texts, mode)
+        parts, order = [], []
         for batch in batches(encoded, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size,
                              pad_id=self.pad_id):
-            outputs = session.run(batch)
-            truncated = encoded.truncated[batch.rows]
-            if POOLED_OUTPUT in outputs:
-                weights = outputs[POOLED_OUTPUT].astype(np.float32, copy=False)
-                parts.append(sparsify(weights, threshold=threshold, top_k=top_k, drop_ids=self.drop_ids,
-                                      vocab=self.vocab, truncated=truncated))
-            else:
-                parts.append(sparsify_candidates(
-                    outputs[TOPK_IDS_OUTPUT], outputs[TOPK_WEIGHTS_OUTPUT].astype(np.float32, copy=False),
-                    vocab_size=self.manifest.vocab_size, threshold=threshold, top_k=top_k,
-                    drop_ids=self.drop_ids, vocab=self.vocab, truncated=truncated))
+            parts.append(self._collect(session.run(batch), top_k=top_k, threshold=threshold,
+                                       truncated=encoded.truncated[batch.rows]))
             order.append(batch.rows)
         if not parts:
-            return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                               self.manifest.vocab_size, self.vocab)
-        sorted_batch = SparseBatch.concat(parts)
-        # Row r of sorted_batch is input text sorted_rows[r]; invert that to restore input order.
+            return self._empty()
+        # Row r of the concatenation is input text sorted_rows[r]; invert that to restore input order.
         sorted_rows = np.concatenate(order)
         position = np.empty_like(sorted_rows)
         position[sorted_rows] = np.arange(len(sorted_rows))
-        result = sorted_batch.take(position)
-        if result.truncated.any():
-            logger.info("%d of %d texts were truncated at %d tokens", int(result.truncated.sum()), len(texts),
-                        self.max_length[mode])
-        return result
+        truncated = int(encoded.truncated.sum())
+        if truncated:
+            logger.info("%d of %d texts were truncated at %d tokens", truncated, len(texts), self.max_length[mode])
+        return type(parts[0]).concat(parts).take(position)
+
+    @staticmethod
+    def _check_top_k(top_k: int | None, graph_top_k: int | None) -> None:
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k}")
+        if top_k is not None and graph_top_k is not None and top_k > graph_top_k:
+            raise ValueError(f"top_k={top_k} exceeds the {graph_top_k} terms this graph keeps per text")
+
+    def _encode(self, texts: list[str], mode: Mode) -> Encoded:
+        return encode(self.tokenizer, texts, self.max_length[mode])
+
+    def _collect(self, outputs: dict[str, np.ndarray], *, top_k: int | None, threshold: float,
+                 truncated: np.ndarray) -> SparseBatch:
+        """One batch's graph outputs -> CSR rows (dense pooled weights or per-row candidates)."""
+        if POOLED_OUTPUT in outputs:
+            return sparsify(outputs[POOLED_OUTPUT].astype(np.float32, copy=False), threshold=threshold,
+                            top_k=top_k, drop_ids=self.drop_ids, vocab=self.vocab, truncated=truncated)
+        return sparsify_candidates(
+            outputs[TOPK_IDS_OUTPUT], outputs[TOPK_WEIGHTS_OUTPUT].astype(np.float32, copy=False),
+            vocab_size=self.manifest.vocab_size, threshold=threshold, top_k=top_k, drop_ids=self.drop_ids,
+            vocab=self.vocab, truncated=truncated)
+
+    def _empty(self) -> SparseBatch:
+        return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                           self.manifest.vocab_size, self.vocab)
 
     def expand(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
                threshold: float = 0.0) -> SparseVector | list[SparseVector]:
