@@ -29,7 +29,8 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,6 +85,13 @@ class SearchResults:
             raise ValueError(f"{len(query_ids)} query ids for {len(self)} result lists")
         return {str(q): dict(self.hits(i)) for i, q in enumerate(query_ids)}
 
+    @classmethod
+    def from_slots(cls, slots: np.ndarray, scores: np.ndarray, ids: Sequence[str]) -> SearchResults:
+        """Results from `top_k` output: document slots [n_queries, k] (-1 padded) indexing `ids`, and scores."""
+        counts = np.count_nonzero(slots >= 0, axis=1).tolist()
+        return cls([[ids[s] for s in row[:n]] for row, n in zip(slots.tolist(), counts)],
+                   [row[:n] for row, n in zip(scores.astype(np.float32), counts)])
+
 
 def document_texts(documents: Sequence[str | Mapping[str, Any]], *, key: str = "id",
                    on: Sequence[str] = ("title", "text"), first_id: int = 0) -> tuple[list[str], list[str]]:
@@ -113,13 +121,23 @@ def document_texts(documents: Sequence[str | Mapping[str, Any]], *, key: str = "
     return ids, texts
 
 
-def _check_weights(batch: SparseBatch, what: str) -> None:
+def check_new_ids(ids: Sequence[str], indexed: Container[str], hint: str = "") -> None:
+    """Refuse ids repeated among `ids` or already in `indexed`; `hint` ends the message of the latter."""
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate ids among the documents being added")
+    taken = [i for i in ids if i in indexed]
+    if taken:
+        raise ValueError(f"{len(taken)} id(s) already indexed, e.g. {taken[0]!r}{hint}")
+
+
+def check_weights(batch: SparseBatch, what: str) -> None:
+    """Refuse weights that are not all finite and > 0: hits are the documents that score > 0."""
     if batch.values.size and not (np.all(np.isfinite(batch.values)) and batch.values.min() > 0):
         raise ValueError(f"{what} weights must be finite and > 0")
 
 
-def _csc(terms: np.ndarray, slots: np.ndarray, weights: np.ndarray,
-         vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_by_term(terms: np.ndarray, slots: np.ndarray, weights: np.ndarray,
+                  vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Postings in (slot, term) order -> (term_ptr, slots, weights) grouped by term, slots still ascending."""
     order = np.argsort(terms, kind="stable")
     term_ptr = np.zeros(vocab_size + 1, dtype=np.int64)
@@ -127,12 +145,29 @@ def _csc(terms: np.ndarray, slots: np.ndarray, weights: np.ndarray,
     return term_ptr, slots[order], weights[order]
 
 
-def _gather(term_ptr: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_postings(term_ptr: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of all postings of `terms` (concatenated in term order), and each term's count."""
     starts = term_ptr[terms]
     lengths = term_ptr[terms + 1] - starts
     offsets = np.cumsum(lengths) - lengths
     return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - offsets, lengths), lengths
+
+
+
+
+def search_in_chunks(n_queries: int, n_docs: int, k: int,
+                     chunk: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (slots [n_queries, k] int64, -1 padded; scores float64) from `chunk(start, stop)` per query chunk.
+
+    Chunks hold as many queries as keep a chunk's score matrix within `MAX_SCORE_CELLS` (at least one).
+    """
+    if n_docs == 0:
+        return np.full((n_queries, k), -1, dtype=np.int64), np.zeros((n_queries, k))
+    step = max(1, MAX_SCORE_CELLS // (n_docs + PAD))
+    parts = [chunk(start, min(start + step, n_queries)) for start in range(0, n_queries, step)]
+    if not parts:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,7 +282,7 @@ class SparseIndex:
             self._init_postings(vectors.vocab_size)
         elif vectors.vocab_size != self.vocab_size:
             raise ValueError(f"vectors have vocab_size {vectors.vocab_size}, the index {self.vocab_size}")
-        _check_weights(vectors, "document")
+        check_weights(vectors, "document")
         self._check_fits(vectors.values)
         self._check_new_ids(ids, replace)
         if replace:
@@ -258,12 +293,7 @@ class SparseIndex:
         self._pending.append(vectors)
 
     def _check_new_ids(self, ids: Sequence[str], replace: bool) -> None:
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate ids among the documents being added")
-        if not replace:
-            taken = [i for i in ids if i in self._slot]
-            if taken:
-                raise ValueError(f"{len(taken)} id(s) already indexed, e.g. {taken[0]!r}; pass replace=True")
+        check_new_ids(ids, () if replace else self._slot, "; pass replace=True")  # replace: taken ids are fine
 
     def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
         """Remove documents by id; returns how many were removed."""
@@ -289,7 +319,7 @@ class SparseIndex:
         weights = self._encode_weights(batch.values)
         keep = weights > 0  # weights that round or underflow to 0 would only cost space
         slots = np.repeat(np.arange(self._flushed, self._flushed + len(batch), dtype=np.int32), batch.nnz)
-        self._merge(*_csc(batch.indices[keep], slots[keep], weights[keep], self.vocab_size))
+        self._merge(*group_by_term(batch.indices[keep], slots[keep], weights[keep], self.vocab_size))
         self._flushed += len(batch)
 
     def _check_fits(self, values: np.ndarray) -> None:
@@ -376,28 +406,17 @@ class SparseIndex:
                 raise ValueError("this index has no encoder to encode query texts; pass a SparseBatch")
             queries = self.encoder.expand_batch([queries] if isinstance(queries, str) else list(queries),
                                                 query=True)
-        slots, scores = self._search_slots(queries, k)
-        ids = self._ids
-        counts = np.count_nonzero(slots >= 0, axis=1).tolist()
-        return SearchResults([[ids[s] for s in row[:n]] for row, n in zip(slots.tolist(), counts)],
-                             [row[:n] for row, n in zip(scores.astype(np.float32), counts)])
+        return SearchResults.from_slots(*self._search_slots(queries, k), self._ids)
 
     def _search_slots(self, queries: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(slots [n_queries, k] int64, -1 padded; scores float64, 0 padded), slots indexing `_ids`."""
         self._flush()
         if self.vocab_size is not None and queries.vocab_size != self.vocab_size:
             raise ValueError(f"queries have vocab_size {queries.vocab_size}, the index {self.vocab_size}")
-        _check_weights(queries, "query")
-        n_docs = len(self._ids)
-        if n_docs == 0:
-            return np.full((len(queries), k), -1, dtype=np.int64), np.zeros((len(queries), k))
+        check_weights(queries, "query")
         dead = np.asarray(self._dead, dtype=np.int64)
-        step = max(1, MAX_SCORE_CELLS // (n_docs + PAD))
-        out = [self._search_chunk(queries, start, min(start + step, len(queries)), k, dead)
-               for start in range(0, len(queries), step)]
-        if not out:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
-        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+        return search_in_chunks(len(queries), len(self._ids), k,
+                                lambda start, stop: self._search_chunk(queries, start, stop, k, dead))
 
     def _search_chunk(self, queries: SparseBatch, start: int, stop: int, k: int,
                       dead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -408,7 +427,7 @@ class SparseIndex:
         query_weights = queries.values[ptr[0]:ptr[-1]]
         cell_type = np.int32 if (stop - start) * width < 2**31 else np.int64  # halves that pass's memory
         rows = np.repeat(np.arange(stop - start, dtype=cell_type) * cell_type(width), np.diff(ptr))
-        positions, lengths = _gather(self._term_ptr, terms)
+        positions, lengths = gather_postings(self._term_ptr, terms)
         cells = np.repeat(rows, lengths) + self._slots[positions]
         products = self._weights[positions]
         if not np.all(query_weights == 1):  # binary queries (BM25) need no multiply
@@ -432,42 +451,13 @@ class SparseIndex:
         self.compact()
         if self.vocab_size is None:
             raise ValueError("cannot save an empty index that has no vocabulary size yet")
-        path = Path(path)
-        if path.exists() and not (path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))):
-            raise FileExistsError(f"{path}: exists and is not an index folder; not overwriting it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-        tmp.mkdir()
-        try:
-            id_bytes = [i.encode("utf-8") for i in self._ids]
-            id_offsets = np.zeros(len(id_bytes) + 1, dtype=np.int64)
-            np.cumsum([len(b) for b in id_bytes], out=id_offsets[1:])
-            arrays = {"term_ptr": self._term_ptr, "slots": self._slots, "weights": self._weights,
-                      "id_bytes": np.frombuffer(b"".join(id_bytes), dtype=np.uint8), "id_offsets": id_offsets}
-            files = {}
-            for name, array in arrays.items():
-                file = tmp / f"{name}.npy"
-                with open(file, "wb") as handle:
-                    np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                files[file.name] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
-            manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": self.vocab_size,
-                        "documents": len(self._ids), "postings": len(self._slots), "precision": self.precision,
-                        "impact_scale": self.impact_scale, "metadata": self.metadata, "files": files}
-            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as handle:
-                json.dump(manifest, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
-            if path.exists():
-                os.replace(path, old)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        id_bytes, id_offsets = encode_ids(self._ids)
+        arrays = {"term_ptr": self._term_ptr, "slots": self._slots, "weights": self._weights,
+                  "id_bytes": id_bytes, "id_offsets": id_offsets}
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                  "documents": len(self._ids), "postings": len(self._slots), "precision": self.precision,
+                  "impact_scale": self.impact_scale, "metadata": self.metadata}
+        return write_index_folder(path, arrays, header)
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None, *, mmap: bool = True,
@@ -478,35 +468,97 @@ class SparseIndex:
         Raises `IndexFormatError` naming the file for anything missing, corrupt or of another version.
         """
         path = Path(path)
-        manifest_file = path / MANIFEST_FILE
-        if not manifest_file.is_file():
-            raise FileNotFoundError(f"{path}: not an index folder (no {MANIFEST_FILE})")
-        try:
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT_NAME:
-                raise IndexFormatError(f"{manifest_file}: not a {FORMAT_NAME} manifest")
-            if manifest.get("version") != FORMAT_VERSION:
-                raise IndexFormatError(f"{manifest_file}: format version {manifest.get('version')!r}, this "
-                                       f"spladerunner reads version {FORMAT_VERSION}")
+        manifest = read_manifest(path, FORMAT_NAME, FORMAT_VERSION)
+        with malformed_manifest(path):
             index = cls(encoder, precision=manifest["precision"], impact_scale=manifest["impact_scale"],
                         vocab_size=manifest["vocab_size"], metadata=manifest.get("metadata"))
             n_docs, n_postings = manifest["documents"], manifest["postings"]
-            expected = {"term_ptr": (index.vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
-                        "weights": (n_postings, WEIGHT_DTYPES[index.precision]), "id_bytes": (None, np.uint8),
-                        "id_offsets": (n_docs + 1, np.int64)}
-            arrays = {name: _load_array(path / f"{name}.npy", manifest["files"].get(f"{name}.npy"), length, dtype,
-                                        mmap=mmap, verify=verify)
-                      for name, (length, dtype) in expected.items()}
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(f"{manifest_file}: malformed manifest ({exc!r})") from None
-        if arrays["term_ptr"][-1] != n_postings or arrays["id_offsets"][-1] != len(arrays["id_bytes"]):
-            raise IndexFormatError(f"{path}: array sizes disagree with {MANIFEST_FILE}")
-        blob, offsets = arrays["id_bytes"].tobytes(), arrays["id_offsets"].tolist()
-        index._ids = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+            layout = {"term_ptr": (index.vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
+                      "weights": (n_postings, WEIGHT_DTYPES[index.precision]), "id_bytes": (None, np.uint8),
+                      "id_offsets": (n_docs + 1, np.int64)}
+        arrays = read_arrays(path, manifest, layout, mmap=mmap, verify=verify)
+        index._ids = decode_postings_ids(path, arrays, n_postings)
         index._slot = dict(zip(index._ids, range(n_docs)))
         index._term_ptr, index._slots, index._weights = arrays["term_ptr"], arrays["slots"], arrays["weights"]
         index._flushed = n_docs
         return index
+
+
+# -- index folders (SparseIndex and SparsEmbedIndex) ----------------------------------------------
+
+
+def write_index_folder(path: str | Path, arrays: Mapping[str, np.ndarray], header: Mapping[str, Any]) -> Path:
+    """Write each array as `NAME.npy` and `header` plus every file's size and sha256 as `index.json`.
+
+    Atomic: all is written and fsynced into a temporary sibling folder that is then renamed to `path`,
+    so a crash leaves the previous folder, never half an index. An existing `path` is replaced only if
+    it is an index folder (or empty), so a wrong path cannot wipe user data.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))):
+        raise FileExistsError(f"{path}: exists and is not an index folder; not overwriting it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    try:
+        files = {}
+        for name, array in arrays.items():
+            file = tmp / f"{name}.npy"
+            with open(file, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            files[file.name] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
+        with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as handle:
+            json.dump({**header, "files": files}, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_manifest(path: Path, format_name: str, version: int) -> dict[str, Any]:
+    """The `index.json` of folder `path`, refused (`IndexFormatError`) unless of `format_name` and `version`."""
+    manifest_file = path / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{path}: not an index folder (no {MANIFEST_FILE})")
+    with malformed_manifest(path):
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    if manifest.get("format") != format_name:
+        raise IndexFormatError(f"{manifest_file}: not a {format_name} manifest")
+    if manifest.get("version") != version:
+        raise IndexFormatError(f"{manifest_file}: format version {manifest.get('version')!r}, this "
+                               f"spladerunner reads version {version}")
+    return manifest
+
+
+@contextmanager
+def malformed_manifest(path: Path) -> Iterator[None]:
+    """Turn bad JSON or a missing or mistyped manifest field (KeyError, TypeError) into `IndexFormatError`."""
+    try:
+        yield
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{path / MANIFEST_FILE}: malformed manifest ({exc!r})") from None
+
+
+def read_arrays(path: Path, manifest: Mapping[str, Any], layout: Mapping[str, tuple[int | None, type]], *,
+                mmap: bool, verify: bool) -> dict[str, np.ndarray]:
+    """The arrays `layout` names ({name: (length or None for any, dtype)}) from folder `path`.
+
+    Each file must be listed in the manifest with its size (and sha256 if `verify`) and hold a 1-D array
+    of that dtype and length; arrays are memory-mapped read-only unless `mmap=False`.
+    """
+    with malformed_manifest(path):
+        return {name: _load_array(path / f"{name}.npy", manifest["files"].get(f"{name}.npy"), length, dtype,
+                                  mmap=mmap, verify=verify)
+                for name, (length, dtype) in layout.items()}
 
 
 def _sha256(path: Path) -> str:
@@ -531,6 +583,27 @@ def _load_array(file: Path, entry: Mapping[str, Any] | None, length: int | None,
         raise IndexFormatError(f"{file}: expected a 1-D {np.dtype(dtype)} array"
                                + (f" of length {length}" if length is not None else ""))
     return array
+
+
+def encode_ids(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids as two flat arrays for `.npy` files: their UTF-8 bytes concatenated (uint8) and int64 offsets [n + 1]."""
+    encoded = [i.encode("utf-8") for i in ids]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def decode_ids(id_bytes: np.ndarray, id_offsets: np.ndarray) -> list[str]:
+    """The ids `encode_ids` turned into (id_bytes, id_offsets)."""
+    blob, offsets = id_bytes.tobytes(), id_offsets.tolist()
+    return [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def decode_postings_ids(path: Path, arrays: Mapping[str, np.ndarray], n_postings: int) -> list[str]:
+    """The document ids of loaded index arrays, after checking the postings and id arrays agree in size."""
+    if arrays["term_ptr"][-1] != n_postings or arrays["id_offsets"][-1] != len(arrays["id_bytes"]):
+        raise IndexFormatError(f"{path}: array sizes disagree with {MANIFEST_FILE}")
+    return decode_ids(arrays["id_bytes"], arrays["id_offsets"])
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -3,22 +3,19 @@
 Score(q, d) = sum over the terms q and d share of <e_q,t, e_d,t>. Only documents sharing a term with
 the query, the documents of positive sparse dot product, can score, so the postings of the query's
 terms are the candidates: each posting holds its document's slot, SPLADE weight and embedding, and
-search gathers them (`retrieval._gather`), takes one dot product per posting and sums per document
-with `np.bincount`, then selects with `retrieval.top_k`. `candidates=N` first keeps the N documents
-of highest sparse dot product per query (SPLADE retrieval over the same postings) and rescores those
-only: a two-stage search, approximate when N is below the number of matching documents.
+search gathers them (`retrieval.gather_postings`), takes one dot product per posting and sums per
+document with `np.bincount`, then selects with `retrieval.top_k`. `candidates=N` first keeps the N
+documents of highest sparse dot product per query (SPLADE retrieval over the same postings) and
+rescores those only: a two-stage search, approximate when N is below the number of matching documents.
 
 Ties go to the document added first, as in `SparseIndex`. Documents are append-only (no deletion).
 `save` writes `.npy` files (embeddings flattened) and `index.json` with sha256 of every file into a
-temporary folder renamed into place; `load` memory-maps them and checks the hashes.
+temporary folder renamed into place; `load` memory-maps them and checks the hashes. Both use the
+index-folder functions that `retrieval` shares with `SparseIndex` (`write_index_folder`, `read_arrays`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,18 +23,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from .retrieval import (
-    MANIFEST_FILE,
-    MAX_SCORE_CELLS,
     PAD,
-    IndexFormatError,
     SearchResults,
-    _check_weights,
-    _csc,
-    _gather,
-    _load_array,
-    _sha256,
+    check_new_ids,
+    check_weights,
+    decode_postings_ids,
     document_texts,
+    encode_ids,
+    gather_postings,
+    group_by_term,
+    malformed_manifest,
+    read_arrays,
+    read_manifest,
+    search_in_chunks,
     top_k,
+    write_index_folder,
 )
 from .sparsembed import SparsEmbedBatch
 
@@ -99,7 +99,7 @@ class SparsEmbedIndex:
         if self.encoder is None:
             raise ValueError("this index has no encoder; pass one to SparsEmbedIndex(...) or use add_vectors()")
         ids, texts = document_texts(documents, key=key, on=on, first_id=len(self._ids))
-        self._check_new_ids(ids)
+        check_new_ids(ids, self._slot)
         for start in range(0, len(texts), batch_size):
             self.add_vectors(self.encoder.encode_batch(texts[start:start + batch_size], query=False),
                              ids[start:start + batch_size])
@@ -112,7 +112,7 @@ class SparsEmbedIndex:
         if self.vocab_size is None:
             self._init_postings(vectors.terms.vocab_size, vectors.dim)
         self._check_shape(vectors, "document")
-        self._check_new_ids(ids)
+        check_new_ids(ids, self._slot)
         self._ids.extend(ids)
         self._slot.update(zip(ids, range(len(self._ids) - len(ids), len(self._ids))))
         self._pending.append(vectors)
@@ -121,16 +121,9 @@ class SparsEmbedIndex:
         if (vectors.terms.vocab_size, vectors.dim) != (self.vocab_size, self.dim):
             raise ValueError(f"{what} vectors have vocab_size {vectors.terms.vocab_size} and dim {vectors.dim}, "
                              f"the index {self.vocab_size} and {self.dim}")
-        _check_weights(vectors.terms, what)
+        check_weights(vectors.terms, what)
         if not np.all(np.isfinite(vectors.embeddings)):
             raise ValueError(f"{what} embeddings must be finite")
-
-    def _check_new_ids(self, ids: Sequence[str]) -> None:
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate ids among the documents being added")
-        taken = [i for i in ids if i in self._slot]
-        if taken:
-            raise ValueError(f"{len(taken)} id(s) already indexed, e.g. {taken[0]!r}")
 
     def _flush(self) -> None:
         """Merge pending documents into the term-grouped postings (a stable sort keeps slots ascending per term)."""
@@ -141,9 +134,9 @@ class SparsEmbedIndex:
         old_terms = np.repeat(np.arange(self.vocab_size, dtype=np.int64), np.diff(self._term_ptr))
         new_slots = np.repeat(np.arange(self._flushed, len(self._ids), dtype=np.int32), batch.terms.nnz)
         terms = np.concatenate([old_terms, batch.terms.indices])
-        # `_csc` groups a payload by term: the payload is each posting's position, to carry the other arrays.
-        self._term_ptr, self._slots, order = _csc(terms, np.concatenate([self._slots, new_slots]),
-                                                  np.arange(len(terms)), self.vocab_size)
+        # `group_by_term` groups a payload by term: here each posting's position, to carry the other arrays.
+        self._term_ptr, self._slots, order = group_by_term(terms, np.concatenate([self._slots, new_slots]),
+                                                           np.arange(len(terms)), self.vocab_size)
         self._weights = np.concatenate([self._weights, batch.terms.values])[order]
         self._embeddings = np.concatenate([self._embeddings, batch.embeddings.astype(np.float32)])[order]
         self._flushed = len(self._ids)
@@ -162,19 +155,11 @@ class SparsEmbedIndex:
                 raise ValueError("this index has no encoder to encode query texts; pass a SparsEmbedBatch")
             queries = self.encoder.encode_batch([queries] if isinstance(queries, str) else list(queries), query=True)
         self._flush()
-        n_docs = len(self._ids)
-        if n_docs == 0:
-            slots, scores = np.full((len(queries), k), -1, dtype=np.int64), np.zeros((len(queries), k))
-        else:
+        if self._ids:
             self._check_shape(queries, "query")
-            step = max(1, MAX_SCORE_CELLS // (n_docs + PAD))
-            parts = [self._search_chunk(queries, start, min(start + step, len(queries)), k, candidates)
-                     for start in range(0, len(queries), step)]
-            slots = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), dtype=np.int64)
-            scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k))
-        counts = np.count_nonzero(slots >= 0, axis=1).tolist()
-        return SearchResults([[self._ids[s] for s in row[:n]] for row, n in zip(slots.tolist(), counts)],
-                             [row[:n] for row, n in zip(scores.astype(np.float32), counts)])
+        slots, scores = search_in_chunks(len(queries), len(self._ids), k,
+                                         lambda start, stop: self._search_chunk(queries, start, stop, k, candidates))
+        return SearchResults.from_slots(slots, scores, self._ids)
 
     def _search_chunk(self, queries: SparsEmbedBatch, start: int, stop: int, k: int,
                       candidates: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +168,7 @@ class SparsEmbedIndex:
         cells_n = (stop - start) * width
         ptr = queries.terms.indptr[start:stop + 1]
         terms = queries.terms.indices[ptr[0]:ptr[-1]]
-        positions, lengths = _gather(self._term_ptr, terms)
+        positions, lengths = gather_postings(self._term_ptr, terms)
         cells = np.repeat(np.repeat(np.arange(stop - start, dtype=np.int64) * width, np.diff(ptr)), lengths)
         cells += self._slots[positions]
         owner = np.repeat(np.arange(ptr[0], ptr[-1], dtype=np.int64), lengths)  # each posting's query term
@@ -212,43 +197,13 @@ class SparsEmbedIndex:
         self._flush()
         if self.vocab_size is None:
             raise ValueError("cannot save an empty index that has no vocabulary size yet")
-        path = Path(path)
-        if path.exists() and not (path.is_dir() and ((path / MANIFEST_FILE).is_file() or not any(path.iterdir()))):
-            raise FileExistsError(f"{path}: exists and is not an index folder; not overwriting it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:12]}")
-        tmp.mkdir()
-        try:
-            id_bytes = [i.encode("utf-8") for i in self._ids]
-            id_offsets = np.zeros(len(id_bytes) + 1, dtype=np.int64)
-            np.cumsum([len(b) for b in id_bytes], out=id_offsets[1:])
-            arrays = {"term_ptr": self._term_ptr, "slots": self._slots, "weights": self._weights,
-                      "embeddings": self._embeddings.reshape(-1), "id_offsets": id_offsets,
-                      "id_bytes": np.frombuffer(b"".join(id_bytes), dtype=np.uint8)}
-            files = {}
-            for name, array in arrays.items():
-                file = tmp / f"{name}.npy"
-                with open(file, "wb") as handle:
-                    np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                files[file.name] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
-            manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": self.vocab_size,
-                        "dim": self.dim, "documents": len(self._ids), "postings": len(self._slots),
-                        "metadata": self.metadata, "files": files}
-            with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as handle:
-                json.dump(manifest, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if path.exists():
-                os.replace(path, old)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        id_bytes, id_offsets = encode_ids(self._ids)
+        arrays = {"term_ptr": self._term_ptr, "slots": self._slots, "weights": self._weights,
+                  "embeddings": self._embeddings.reshape(-1), "id_offsets": id_offsets, "id_bytes": id_bytes}
+        header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": self.vocab_size,
+                  "dim": self.dim, "documents": len(self._ids), "postings": len(self._slots),
+                  "metadata": self.metadata}
+        return write_index_folder(path, arrays, header)
 
     @classmethod
     def load(cls, path: str | Path, encoder: SparsEmbedEncoderLike | None = None, *, mmap: bool = True,
@@ -259,31 +214,16 @@ class SparsEmbedIndex:
         file for anything missing, corrupt or of another format or version.
         """
         path = Path(path)
-        manifest_file = path / MANIFEST_FILE
-        if not manifest_file.is_file():
-            raise FileNotFoundError(f"{path}: not an index folder (no {MANIFEST_FILE})")
-        try:
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT_NAME:
-                raise IndexFormatError(f"{manifest_file}: not a {FORMAT_NAME} manifest")
-            if manifest.get("version") != FORMAT_VERSION:
-                raise IndexFormatError(f"{manifest_file}: format version {manifest.get('version')!r}, this "
-                                       f"spladerunner reads version {FORMAT_VERSION}")
+        manifest = read_manifest(path, FORMAT_NAME, FORMAT_VERSION)
+        with malformed_manifest(path):
             index = cls(encoder, vocab_size=manifest["vocab_size"], dim=manifest["dim"],
                         metadata=manifest.get("metadata"))
             n_docs, n_postings = manifest["documents"], manifest["postings"]
-            expected = {"term_ptr": (index.vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
-                        "weights": (n_postings, np.float32), "embeddings": (n_postings * index.dim, np.float32),
-                        "id_offsets": (n_docs + 1, np.int64), "id_bytes": (None, np.uint8)}
-            arrays = {name: _load_array(path / f"{name}.npy", manifest["files"].get(f"{name}.npy"), length, dtype,
-                                        mmap=mmap, verify=verify)
-                      for name, (length, dtype) in expected.items()}
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(f"{manifest_file}: malformed manifest ({exc!r})") from None
-        if arrays["term_ptr"][-1] != n_postings or arrays["id_offsets"][-1] != len(arrays["id_bytes"]):
-            raise IndexFormatError(f"{path}: array sizes disagree with {MANIFEST_FILE}")
-        blob, offsets = arrays["id_bytes"].tobytes(), arrays["id_offsets"].tolist()
-        index._ids = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+            layout = {"term_ptr": (index.vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
+                      "weights": (n_postings, np.float32), "embeddings": (n_postings * index.dim, np.float32),
+                      "id_offsets": (n_docs + 1, np.int64), "id_bytes": (None, np.uint8)}
+        arrays = read_arrays(path, manifest, layout, mmap=mmap, verify=verify)
+        index._ids = decode_postings_ids(path, arrays, n_postings)
         index._slot = dict(zip(index._ids, range(n_docs)))
         index._term_ptr, index._slots, index._weights = arrays["term_ptr"], arrays["slots"], arrays["weights"]
         index._embeddings = arrays["embeddings"].reshape(n_postings, index.dim)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from spladerunner import sparsembed_index
+from spladerunner import retrieval, sparsembed_index
 from spladerunner.retrieval import IndexFormatError
 from spladerunner.sparse import SparseBatch, SparseVector
 from spladerunner.sparsembed import SparsEmbedBatch
@@ -59,7 +59,7 @@ def data():
 def test_exact_search_equals_brute_force(data, monkeypatch):
     documents, queries = data
     # Tiny chunks and blocks: several query chunks and embedding blocks per search.
-    monkeypatch.setattr(sparsembed_index, "MAX_SCORE_CELLS", 200)
+    monkeypatch.setattr(retrieval, "MAX_SCORE_CELLS", 200)  # query chunks are cut in retrieval
     monkeypatch.setattr(sparsembed_index, "BLOCK", 7)
     index = SparsEmbedIndex()
     index.add_vectors(documents.take(np.arange(30)))
