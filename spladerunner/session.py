@@ -54,6 +54,9 @@ def normalise_providers(providers: Sequence[str | tuple[str, dict]] | None) -> l
         return [CPU]
     shorthand = {"cpu": CPU, "cuda": CUDA}
     resolved = [shorthand.get(p.lower(), p) if isinstance(p, str) else p for p in providers]
+    # onnxruntime's CUDA provider uses TF32 matmuls by default (errors ~1e-2 on SPLADE weights): an fp32
+    # graph should compute in fp32; the fp16 graph is the fast path. Explicit provider options win.
+    resolved = [(CUDA, {"use_tf32": "0"}) if p == CUDA else p for p in resolved]
     names = [p if isinstance(p, str) else p[0] for p in resolved]
     # CPU stays as the fallback for the few ops a GPU provider does not implement.
     if CPU not in names:
@@ -80,6 +83,9 @@ class GraphSession:
                 f"execution provider(s) {missing} are not in this onnxruntime build (available: {available}); "
                 "for CUDA install spladerunner[gpu] after uninstalling onnxruntime (see README)"
             )
+        if CUDA in requested_names and hasattr(ort, "preload_dlls"):
+            # Finds CUDA/cuDNN from pip's nvidia-* wheels or torch, so no LD_LIBRARY_PATH is needed.
+            ort.preload_dlls()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
