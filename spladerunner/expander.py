@@ -50,7 +50,9 @@ class Expander:
         provider that onnxruntime does not activate raises `ProviderError` instead of running on CPU.
     threads: intra-op threads; by default the CPUs this process may use.
     query_max_length, document_max_length: override the manifest's max lengths (tokens, specials included).
-    max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size.
+    max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
+        holds [rows, length, vocab] logits, so small batches are lighter and, on CPU, faster too
+        (BERT-base int8, 2 cores: 1024 tokens 14.5 docs/s at 832 MB peak, 4096 tokens 11.1 docs/s at 2450 MB).
     """
 
     KIND = "splade"  # the manifest kind this class runs (`SparsEmbedEncoder` subclasses it for "sparsembed")
@@ -59,7 +61,7 @@ class Expander:
                  providers: Sequence[str | tuple[str, dict]] | None = None, threads: int | None = None,
                  revision: str | None = None, cache_dir: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
-                 max_tokens: int = 4096, max_batch_size: int = 64):
+                 max_tokens: int = 1024, max_batch_size: int = 64):
         if max_tokens < 1 or max_batch_size < 1:
             raise ValueError("max_tokens and max_batch_size must be positive")
         self.source: ModelSource = open_source(model, revision=revision, cache_dir=cache_dir)
