@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,25 +90,43 @@ def jobs_for(measurements: list[Measurement], folders: Folders, config: Config) 
 
 def execute(measurements: list[Measurement], folders: Folders, config: Config, scratch: Path,
             log: Any = print) -> dict[str, list[dict[str, Any]]]:
-    """Run every measurement its number of times, round-robin, each round a fresh process."""
+    """Run every measurement its number of times, round-robin, each round a fresh process.
+
+    Each finished process is appended to `scratch/progress.jsonl`; a rerun with the same scratch
+    folder (`--resume`) takes those from there instead of measuring them again.
+    """
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     groups = jobs_for(measurements, folders, config)
     rounds = max(max(m.repeats for m in group) for group in groups)
+    progress = scratch / "progress.jsonl"
+    done = {}
+    if progress.is_file():
+        for line in progress.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            done[entry["key"]] = entry["outcome"]
 
-    def one(group: list[Measurement]) -> dict[str, Any]:
+    def one(item: tuple[str, list[Measurement]]) -> dict[str, Any]:
+        key, group = item
+        if key in done:
+            return done[key]
         job = {"setup": group[0].setup.to_dict(), "folders": folders.to_dict(), "max_length": config.max_length,
                "tasks": [{"task": m.task, "params": m.params} for m in group]}
         return run_job(job, scratch, config)
 
-    with ThreadPoolExecutor(max_workers=config.parallel) as pool:
+    with ThreadPoolExecutor(max_workers=config.parallel) as pool, progress.open("a", encoding="utf-8") as saved:
         for round_index in range(rounds):
-            due = [group for group in groups if round_index < group[0].repeats]
-            for group, outcome in zip(due, pool.map(one, due)):
+            due = [(f"{round_index}|{'|'.join(m.name for m in group)}", group) for group in groups
+                   if round_index < group[0].repeats]
+            for (key, group), outcome in zip(due, pool.map(one, due)):
+                if key not in done:
+                    saved.write(json.dumps({"key": key, "outcome": outcome}) + "\n")
+                    saved.flush()
                 process = {k: v for k, v in outcome.items() if k != "tasks"}
                 for m, task in zip(group, outcome.get("tasks") or [{}]):
                     results[m.name].append({**process, **task})
                 log(f"[round {round_index + 1}/{rounds}] {', '.join(m.name for m in group)[:100]}  "
-                    f"({outcome['process_wall_s']:.1f} s, others used {outcome['foreign_cpu']:.0%} of the CPUs)")
+                    f"({outcome['process_wall_s']:.1f} s, others used {outcome['foreign_cpu']:.0%} of the CPUs"
+                    f"{', from the previous attempt' if key in done else ''})")
     return dict(results)
 
 
@@ -122,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=WORK, help="cache for model folders and scratch files")
     parser.add_argument("--providers", default="cpu", help="comma-separated: cpu, or cuda (with an fp16 graph later)")
     parser.add_argument("--rounds", type=int, help="override the number of rounds per configuration")
+    parser.add_argument("--resume", action="store_true", help="keep what an interrupted run with the same settings "
+                        "and model already measured")
     parser.add_argument("--from-json", type=Path, help="rewrite the report from a results.json, measuring nothing")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -144,12 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     load_start = os.getloadavg()
     folders = prepare_models(args.work / "models", config.model_size, config.max_length, log=print)
-    with tempfile.TemporaryDirectory(dir=args.work) as scratch:
-        measurements = plan(config, scratch, tuple(args.providers.split(",")))
-        results = execute(measurements, folders, config, Path(scratch))
-        agreement = report.agreement(measurements)
+    # Scratch (job files, vector dumps, progress) survives an interrupted run for --resume.
+    scratch = args.work / f"run-{'smoke' if args.smoke else 'full'}-{folders.export.parent.name}"
+    if not args.resume:
+        shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    measurements = plan(config, str(scratch), tuple(args.providers.split(",")))
+    results = execute(measurements, folders, config, scratch)
+    agreement = report.agreement(measurements)
     context = report.context(config, folders, started, load_start, os.getloadavg(), args.providers)
     paths = report.write(out, config, context, measurements, results, agreement)
+    shutil.rmtree(scratch, ignore_errors=True)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

@@ -20,7 +20,7 @@ from .manifest import (
     ManifestError,
     Mode,
 )
-from .session import CUDA, GraphSession, normalise_providers
+from .session import CPU, CUDA, GraphSession, normalise_providers
 from .sparse import SparseBatch, SparseVector, sparsify, sparsify_candidates
 from .tokenization import Encoded, batches, encode, load_tokenizer, special_token_ids, vocabulary
 
@@ -138,9 +138,9 @@ class Expander:
         self._check_top_k(top_k, session.entry.top_k)
         encoded = self._encode(texts, mode)
         parts, order = [], []
-        for batch in batches(encoded, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size,
-                             pad_id=self.pad_id):
-            parts.append(self._collect(session.run(batch), top_k=top_k, threshold=threshold,
+        padded = batches(encoded, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size, pad_id=self.pad_id)
+        for batch, outputs in session.run_all(padded, overlap=session.providers[0] != CPU and len(texts) > 1):
+            parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
                                        truncated=encoded.truncated[batch.rows]))
             order.append(batch.rows)
         if not parts:

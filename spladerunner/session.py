@@ -8,7 +8,8 @@ array is ever made.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,7 @@ class GraphSession:
                 "(CUDA/cuDNN libraries missing or not matching this onnxruntime-gpu build?)"
             )
         self.providers = active
+        self._worker: ThreadPoolExecutor | None = None
         self.input_names = self._check_inputs()
         self._check_outputs(vocab_size)
 
@@ -135,6 +137,28 @@ class GraphSession:
         if isinstance(vocab_dim, int) and vocab_dim != vocab_size:
             raise GraphError(f"{self.path}: graph outputs a vocabulary of {vocab_dim} entries, but the "
                              f"manifest/tokenizer has {vocab_size}")
+
+    def run_all(self, batches: Iterable[Batch], *, overlap: bool) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+        """(batch, outputs) in order. With `overlap`, the next batch runs while the caller handles this one.
+
+        On a GPU the device would otherwise idle while the CPU pads and sparsifies (onnxruntime releases
+        the GIL in `run`); on CPU both would fight for the same cores. One long-lived worker thread runs
+        the batches: onnxruntime's CUDA provider keeps cuBLAS/cuDNN handles per thread, so a fresh thread
+        per call would pay for new ones every time.
+        """
+        pending: tuple[Batch, Future] | None = None
+        for batch in batches:
+            if not overlap:
+                yield batch, self.run(batch)
+                continue
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spladerunner-session")
+            future = self._worker.submit(self.run, batch)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (batch, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
     def run(self, batch: Batch) -> dict[str, np.ndarray]:
         """Run one batch. Returns `sparse_weights` [B, V] (pooled, logits) or the top-k outputs."""

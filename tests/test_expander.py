@@ -239,3 +239,18 @@ def test_hub_ids_load_from_the_hf_cache_offline(tiny_bert_export, foreign_logits
     assert default_layout == "logits"
     missing = run_offline("from spladerunner import Expander\nExpander('acme/not-cached')", cache)
     assert missing.returncode != 0 and "acme/not-cached" in missing.stderr and "not found" in missing.stderr
+
+
+def test_overlapped_batches_give_the_same_vectors(tiny_bert_export):
+    """The GPU path (next batch running while this one is sparsified) changes timing, never results."""
+    from spladerunner.tokenization import batches
+
+    expander = Expander(tiny_bert_export, precision="fp32", max_tokens=64, max_batch_size=2)
+    session = expander.session("document")
+    encoded = encode(expander.tokenizer, TEXTS * 2, 64)
+    plain = list(session.run_all(batches(encoded, max_tokens=64, max_batch_size=2, pad_id=0), overlap=False))
+    overlapped = list(session.run_all(batches(encoded, max_tokens=64, max_batch_size=2, pad_id=0), overlap=True))
+    assert len(plain) == len(overlapped) > 3
+    for (batch_a, out_a), (batch_b, out_b) in zip(plain, overlapped):
+        np.testing.assert_array_equal(batch_a.rows, batch_b.rows)
+        np.testing.assert_array_equal(out_a["sparse_weights"], out_b["sparse_weights"])
