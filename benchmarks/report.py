@@ -33,6 +33,18 @@ STACKS = {
 }
 
 
+def runtime_budget(results: Results) -> int:
+    """The token budget our main setup ran with: recorded by the worker, else the runtime's default."""
+    for result in results.get(f"throughput|{OURS_INT8}", []):
+        if result.get("max_tokens"):
+            return int(result["max_tokens"])
+    import inspect
+
+    from spladerunner.expander import Expander
+
+    return int(inspect.signature(Expander.__init__).parameters["max_tokens"].default)
+
+
 def median_of(results: Results, name: str, field: str) -> float:
     """Median of a field over the rounds of one measurement (NaN when missing)."""
     values = [r[field] for r in results.get(name, []) if field in r]
@@ -175,28 +187,35 @@ def targets(config: Config, results: Results) -> list[Target]:
     cold = {label: {f: median_of(results, f"cold|{label}", f) for f in ("import_s", "load_s", "first_query_s",
                                                                         "total_s")} for label in (OURS_INT8, FASTEMBED)}
     import_time = median_of(results, "import|import spladerunner", "import_s")
-    budget_rows = min(config.batch_size, max(1, 4096 // tokens))
+    budget = runtime_budget(results)
+    budget_rows = min(config.batch_size, max(1, budget // tokens))
 
     def lever(label: str, field: str, task: str = "throughput") -> float:
         return median_of(results, f"lever {task}|{label}", field)
 
+    def best_lever(prefix: str) -> tuple[str, float]:
+        """The fastest lever variant whose name starts with `prefix` (NaN when none ran)."""
+        rates = [(name.split("|", 1)[1], lever(name.split("|", 1)[1], "per_s")) for name in results
+                 if name.startswith(f"lever throughput|{prefix}")]
+        return max(rates, key=lambda item: item[1], default=("", float("nan")))
+
     def throughput_note(ours: str, bare: str, peer: str) -> str:
         precision = ours.split()[-1]
         note = (f"bare onnxruntime on the same {precision} graph: {rate(bare) / rate(peer):.2f}x, so the runtime "
-                "costs nothing here; the limit is the graph at the 4096-token default batches")
+                f"costs little here; the graph's compute at {budget}-token batches sets the ratio")
         if precision == "int8":
             note += f" (int8 runs {rate(OURS_INT8) / rate(OURS_FP32):.2f}x our fp32 graph)"
-        budget = "int8 max_tokens=1024" if precision == "int8" else "fp32 export max_tokens=1024"
-        if lever(budget, "per_s") == lever(budget, "per_s"):
-            note += f"; with max_tokens=1024: {lever(budget, 'per_s') / rate(peer):.2f}x (Levers)"
+        label, best = best_lever(precision)
+        if best == best:
+            note += f"; fastest lever variant `{label}`: {best / rate(peer):.2f}x (Levers)"
         return note
 
     def memory_note() -> str:
         note = (f"ours {peak(OURS_INT8):.0f} MB = {loaded(OURS_INT8):.0f} MB loaded + "
                 f"{peak(OURS_INT8) - loaded(OURS_INT8):.0f} MB expanding: the fused graph holds the "
                 f"{budget_rows * tokens * VOCAB * 4 / 2**20:.0f} MB fp32 logits of a {budget_rows}-row batch "
-                f"(4096-token budget) several times; fastembed {peak(FASTEMBED):.0f} MB")
-        for label in ("int8 max_tokens=1024", "int8 lean max_tokens=4096", "int8 lean max_tokens=1024"):
+                f"({budget}-token budget) several times; fastembed {peak(FASTEMBED):.0f} MB")
+        for label in ("int8 lean max_tokens=1024", "int8 lean max_tokens=4096"):
             if lever(label, "peak_rss_mb", "memory") == lever(label, "peak_rss_mb", "memory"):
                 note += f"; {label}: {lever(label, 'peak_rss_mb', 'memory') / peak(FASTEMBED):.2f}x"
         return note
@@ -280,7 +299,8 @@ def sections(config: Config, ctx: dict[str, Any], results: Results, agree: list[
          for label in SYSTEM_ORDER])
         + f"\n\n{config.documents} SciFact documents (title + abstract), max length {config.max_length} tokens for "
           f"every system, batch size {config.batch_size} (ours: at most {config.batch_size} rows and the runtime's "
-          "default 4096-token budget per batch; bare onnxruntime: the same batches, pre-tokenised). "
+          f"default {runtime_budget(results)}-token budget per batch; bare onnxruntime: the same batches, "
+          "pre-tokenised). "
           f"Median of {config.rounds} rounds, each a fresh process with a warm-up of {config.warmup} documents."))
 
     out.append(("Each system at its best batch size", best_batch_table(results)))
@@ -392,7 +412,7 @@ def lever_tables(config: Config, results: Results) -> str:
             ["variant", "docs/s", f"peak RSS {rows_}x{tokens} MB", "RSS after MB", f"{rows_}x{tokens} batch s",
              "query p50 ms"], rows))
     note = (f"Lever runs: the main table's `spladerunner int8` setup (max_batch_size {config.batch_size}, threads = "
-            "usable CPUs, 4096-token budget) with one thing changed; "
+            f"usable CPUs, the runtime's default {runtime_budget(results)}-token budget) with one thing changed; "
             f"{config.lever_documents} SciFact documents, one process per variant and task; session options are "
             "applied to the sessions the runtime creates.")
     findings = "\n".join(f"- {line}" for line in lever_findings(config, results))
@@ -427,8 +447,7 @@ def lever_findings(config: Config, results: Results) -> list[str]:
         f"{get(lean, 'latency', 'p50_ms'):.2f} ms; vs fastembed's {fastembed:.0f} MB peak that is "
         f"{get(lean, 'memory', 'peak_rss_mb') / fastembed:.2f}x (target <= 0.25x).")
     main = {label: median_of(results, f"throughput|{label}", "per_s") for label in (FASTEMBED, ST)}
-    for label in ("int8 max_tokens=1024", "int8 lean max_tokens=1024", "fp32 export max_tokens=1024",
-                  "fp32 lean max_tokens=1024"):
+    for label in ("int8 lean max_tokens=1024", "fp32 export max_tokens=1024", "fp32 lean max_tokens=1024"):
         if f"lever throughput|{label}" in results:
             rate = get(label, "throughput", "per_s")
             findings.append(f"`{label}` against the peers of this run: {rate / main[FASTEMBED]:.2f}x fastembed and "
@@ -459,11 +478,13 @@ def header(ctx: dict[str, Any], config: Config, results: Results) -> str:
                        for label, lengths in effective_max_lengths(results).items())
     model = ctx.get("model", {})
     title = "spladerunner benchmark results" + (" (SMOKE RUN: tiny model, not a measurement)" if config.smoke else "")
+    resumed = "; resumed after an interruption, with the processes measured before it" if ctx.get("resumed") else ""
     return "\n".join([
         f"# {title}", "",
         "Generated by `python -m benchmarks.run`" + (" --smoke" if config.smoke else "") + f" on {ctx['date']} "
-        f"({ctx['duration_s'] / 60:.1f} min). Every figure is a ratio against peers measured in this run, on the same "
-        "weights and texts; each configuration runs in its own process, warm-ups excluded, medians reported.", "",
+        f"({ctx['duration_s'] / 60:.1f} min{resumed}). Every figure is a ratio against peers measured in this run, "
+        "on the same weights and texts; each configuration runs in its own process, warm-ups excluded, medians "
+        "reported.", "",
         f"- **Machine**: {machine['cpu']} ({machine['features']}), {machine['usable_cpus']} usable of "
         f"{machine['logical_cpus']} logical CPUs, {machine['memory_gb']:.0f} GB RAM, {machine['os']}, "
         f"Python {machine['python']}; providers: {machine['providers']}. Load average (1 min) "

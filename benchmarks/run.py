@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     results = execute(measurements, folders, config, scratch)
     agreement = report.agreement(measurements)
     context = report.context(config, folders, started, load_start, os.getloadavg(), args.providers)
+    context["resumed"] = args.resume
     paths = report.write(out, config, context, measurements, results, agreement)
     shutil.rmtree(scratch, ignore_errors=True)
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -177,6 +177,10 @@ class Runner:
         """The truncation length the loaded system really applies to documents."""
         raise NotImplementedError
 
+    def effective_max_tokens(self) -> int | None:
+        """The padded-token budget per batch, for the systems that have one."""
+        return None
+
 
 class SpladeRunner(Runner):
     def make_expander(self) -> None:
@@ -212,6 +216,9 @@ class SpladeRunner(Runner):
 
     def effective_max_length(self) -> int:
         return self.expander.max_length["document"]
+
+    def effective_max_tokens(self) -> int | None:
+        return self.expander.max_tokens
 
 
 class BareRunner(SpladeRunner):

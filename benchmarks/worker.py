@@ -157,7 +157,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     runner = make_runner(Setup.from_dict(job["setup"]), Folders.from_dict(job["folders"]), job["max_length"])
     load_time, _ = timed(runner.load)
     result: dict[str, Any] = {"load_s": load_time, "rss_after_load_mb": rss_mb(),
-                              "max_length": runner.effective_max_length(), "tasks": []}
+                              "max_length": runner.effective_max_length(),
+                              "max_tokens": runner.effective_max_tokens(), "tasks": []}
     for task in job["tasks"]:
         result["tasks"].append(TASKS[task["task"]](runner, task["params"]))
     result["peak_rss_mb"] = peak_rss_mb()
