@@ -2,7 +2,7 @@
 
 - `checkpoint/`: the factory's random-init, sparsity-calibrated BERT masked-LM (sentence-transformers reads it).
 - `export/`: `spladerunner-export` of that checkpoint: fused-pooling fp32 graph, dynamic int8, fp16 (GPU run).
-- `export-lean/`: the same export with max pooling rewritten by `benchmarks.variants` (a lever prototype).
+- `export-optimized/`: the same export made with `--optimize` (ORT's BERT fusions; a lever).
 - `fastembed/`: a plain logits graph of the same checkpoint with the tokenizer files fastembed reads.
 
 The max length is pinned in every folder's `tokenizer_config.json` (fastembed truncates at
@@ -37,7 +37,7 @@ def cache_key(size: str, max_length: int) -> str:
 
 
 def folders_in(root: Path) -> Folders:
-    return Folders(export=root / "export", lean=root / "export-lean", fastembed=root / "fastembed",
+    return Folders(export=root / "export", optimized=root / "export-optimized", fastembed=root / "fastembed",
                    checkpoint=root / "checkpoint")
 
 
@@ -51,24 +51,23 @@ def pin_max_length(folder: Path, max_length: int) -> None:
 
 
 def build(root: Path, size: str, max_length: int) -> None:
-    """Write the three folders under `root` (imports torch: run it in a child process)."""
+    """Write the four folders under `root` (imports torch: run it in a child process)."""
     import onnx
 
     from export.convert import export_logits, load_masked_lm
     from export.factory import make_test_model
 
-    from .variants import write_lean_export
-
     checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0)
     pin_max_length(checkpoint, max_length)
     # Exit status 1 means the export's parity check failed; the folder is complete and the report
     # (manifest "parity") is shown in RESULTS.md.
-    done = subprocess.run([sys.executable, "-m", "export", "convert", str(checkpoint), str(root / "export"),
-                           "--precisions", "fp32,int8,fp16", "--query-max-length", str(max_length),
-                           "--document-max-length", str(max_length)], cwd=REPO)
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"spladerunner-export failed with status {done.returncode}")
-    write_lean_export(root / "export", root / "export-lean")
+    for folder, extra in (("export", ["--precisions", "fp32,int8,fp16"]),
+                          ("export-optimized", ["--precisions", "fp32,int8", "--optimize"])):
+        done = subprocess.run([sys.executable, "-m", "export", "convert", str(checkpoint), str(root / folder), *extra,
+                               "--query-max-length", str(max_length), "--document-max-length", str(max_length)],
+                              cwd=REPO)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"spladerunner-export failed with status {done.returncode}")
     fastembed = root / "fastembed"
     fastembed.mkdir()
     onnx.save(export_logits(load_masked_lm(checkpoint)), fastembed / "model.onnx")

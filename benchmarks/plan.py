@@ -22,6 +22,7 @@ class Measurement:
     repeats: int
 
 
+GRAPH_LEVER = "graph: ORT transformer fusions (export --optimize)"
 # onnxruntime SessionOptions attributes, or "config:<key>" session config entries (`systems.patch_session_options`).
 SESSION_OPTIONS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -51,9 +52,8 @@ def lever_setups(config: Config, providers: tuple[str, ...]) -> list[tuple[str, 
                  for threads in config.lever_threads]
     variants += [("session options", base.with_(session_options=SESSION_OPTIONS[key], name=f"int8 {key}"))
                  for key in config.lever_options]
-    variants += [("graph: lean max pooling (prototype)", base.with_(precision=precision, graph=graph, max_tokens=budget,
-                                                                   name=f"{precision} {graph} max_tokens={budget}"))
-                 for precision, graph, budget in config.lever_graphs]
+    variants += [(GRAPH_LEVER, base.with_(precision=precision, graph=graph, name=f"{precision} {graph} graph"))
+                 for precision, graph in config.lever_graphs]
     return variants
 
 

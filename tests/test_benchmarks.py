@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.plan import GRAPH_LEVER
 from benchmarks.systems import INSTALL_HINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ TARGETS = ["int8 document throughput vs fastembed", "int8 document throughput vs
            "fp32 document throughput vs fastembed", "peak RSS expanding", "query latency p50 (batch 1) vs fastembed",
            "query latency p50 vs bare onnxruntime, int8", "cold start", "`import spladerunner`",
            "end-to-end vs bare onnxruntime throughput, int8"]
-LEVERS = ["max_tokens", "threads", "session options", "graph: lean max pooling (prototype)"]
+LEVERS = ["max_tokens", "threads", "session options", GRAPH_LEVER]
 
 
 def sections(markdown: str) -> dict[str, str]:

@@ -130,3 +130,33 @@ def test_upgrade_with_top_k_and_sum_pooling(tmp_path, foreign_logits_folder):
     ids, weights = ort.InferenceSession(str(tmp_path / "out" / "model.onnx")).run(["top_ids", "top_weights"], feed)
     np.testing.assert_allclose(weights, -np.sort(-expected, axis=1)[:, :16], rtol=1e-5, atol=1e-5)
     assert json.loads((tmp_path / "out" / "spladerunner.json").read_text())["parity"]["passed"]
+
+
+def _reshape_logits(model: onnx.ModelProto) -> None:
+    """Put a (no-op) Reshape between the decoder and the logits output, as some foreign exports do."""
+    output = model.graph.output[0]
+    producer = next(n for n in model.graph.node if output.name in n.output)
+    producer.output[list(producer.output).index(output.name)] = "unreshaped_logits"
+    shape = onnx.numpy_helper.from_array(np.array([0, 0, -1], np.int64), "keep_shape")
+    model.graph.initializer.append(shape)
+    model.graph.node.append(onnx.helper.make_node("Reshape", ["unreshaped_logits", "keep_shape"], [output.name]))
+
+
+@pytest.mark.parametrize("layout", ["bias add", "reshape"])
+def test_max_pooling_is_exact_with_padding(foreign_logits_folder, layout):
+    """With a bias add after the decoder, ReduceMax reads the decoder MatMul itself (padding replaced by
+    position 0 before it); behind a reshape, the logits are masked instead. Both equal numpy pooling."""
+    model = onnx.load(foreign_logits_folder / "model.onnx")
+    if layout == "reshape":
+        _reshape_logits(model)
+    fuse_pooling(model)
+    onnx.checker.check_model(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    (reduce,) = [n for n in model.graph.node if n.op_type == "ReduceMax"]
+    assert producers[reduce.input[0]].op_type == ("MatMul" if layout == "bias add" else "Where")
+    feed = inputs(foreign_logits_folder)
+    assert (feed["attention_mask"] == 0).any(), "the batch must contain padding"
+    expected = numpy_splade(foreign_logits_folder / "model.onnx", feed)
+    (fused,) = ort.InferenceSession(model.SerializeToString()).run(["sparse_weights"], feed)
+    assert np.abs(fused - expected).max() <= 1e-5
+    np.testing.assert_array_equal(fused > 0, expected > 0)
