@@ -3,7 +3,7 @@
 Every function takes any graph that outputs MLM logits [batch, length, vocab] and has an
 `attention_mask` input: our own optimum exports and foreign ones (fastembed/Qdrant `model.onnx`,
 optimum folders, sentence-transformers `onnx/`) alike, so one code path serves `convert` and
-`upgrade`. Only onnx and numpy are used: no torch.
+`upgrade`. Only onnx, numpy and onnxruntime's graph tools are used: no torch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 from spladerunner.manifest import POOLED_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT
 
@@ -106,8 +107,8 @@ def fuse_pooling(model: onnx.ModelProto, *, pooling: str = "max", top_k: int | N
                  special_ids: Sequence[int] = ()) -> onnx.ModelProto:
     """Replace the logits output by SPLADE-pooled weights, in place.
 
-    max: log1p(relu(max_i z_i)) with padding set to 0 first, which is exact because relu follows
-    (and keeps log1p on [batch, vocab] only). sum (SPLADE v1): sum_i mask_i * log1p(relu(z_i)).
+    max: log1p(relu(max over real positions of z_i)), activated on [batch, vocab] only (see
+    `_max_over_positions` for how padding is kept out). sum (SPLADE v1): sum_i mask_i * log1p(relu(z_i)).
     With `top_k`, special tokens are zeroed and TopK emits `top_ids`/`top_weights` instead.
     """
     if MASK_INPUT not in {i.name for i in model.graph.input}:
@@ -154,7 +155,7 @@ def _max_over_positions(graph: _Builder, mask: str, logits: str) -> str:
     position 0 is [CLS]) and repeat a real row, which cannot change a max; ReduceMax then reads the
     decoder MatMul directly and the bias add (or cast) between it and the logits runs on [batch, vocab],
     since max_i(z_i + b) = max_i(z_i) + b. Exact; measured on BERT-base int8, 1024-token batches:
-    14.9 -> 17.2 docs/s and 833 -> 470 MB peak. Graphs with a reshape on that path mask the logits
+    16.1 -> 19.2 docs/s and 843 -> 481 MB peak. Graphs with a reshape on that path mask the logits
     (padding -> 0, exact because relu follows) and reduce those instead.
     """
     model = graph.model
@@ -170,11 +171,12 @@ def _max_over_positions(graph: _Builder, mask: str, logits: str) -> str:
     # The path now maps [batch, vocab] to [batch, vocab]: the logits name carries the pooled value.
     if path:
         path[0].input[:] = [pooled if name == decoder.output[0] else name for name in path[0].input]
-        reshaped = {name for node in path for name in node.output}
-        stale = [info for info in model.graph.value_info if info.name in reshaped]
+        now_pooled = {name for node in path for name in node.output}
+        stale = [info for info in model.graph.value_info if info.name in now_pooled]
         for info in stale:
             model.graph.value_info.remove(info)
-    _sort_topologically(model)
+    # The new nodes were appended after their consumers; ONNX wants producers first.
+    OnnxModel.graph_topological_sort(model.graph)
     return logits if path else pooled
 
 
@@ -188,29 +190,6 @@ def _commutes_with_max(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
         constants = {i.name: len(i.dims) for i in model.graph.initializer}
         return any(constants.get(name, 2) <= 1 for name in node.input)
     return False
-
-
-def _sort_topologically(model: onnx.ModelProto) -> None:
-    """Reorder the nodes so each follows the producers of its inputs (stable for already ordered parts)."""
-    nodes = list(model.graph.node)
-    producer = {out: index for index, node in enumerate(nodes) for out in node.output}
-    done: set[int] = set()
-    ordered: list[onnx.NodeProto] = []
-    for start in range(len(nodes)):
-        stack = [(start, False)]
-        while stack:
-            index, expanded = stack.pop()
-            if index in done:
-                continue
-            if expanded:
-                done.add(index)
-                ordered.append(nodes[index])
-                continue
-            stack.append((index, True))
-            stack += [(producer[name], False) for name in reversed(nodes[index].input)
-                      if name in producer and producer[name] not in done]
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
 
 
 class _Builder:
