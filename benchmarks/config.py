@@ -17,8 +17,8 @@ class Config:
     `quiet_below` of the CPUs; rerun a process (up to `retries` times) when they took more than
     `retry_above` while it ran, keeping the least disturbed attempt.
     Levers: `lever_options` names entries of `plan.SESSION_OPTIONS`; `lever_graphs` is (precision, graph)
-    with graph "export" (the default export) or "optimized" (`spladerunner-export --optimize`: ORT's BERT
-    fusions, fused attention included).
+    with graph "export" (the default export: one fused Attention op per layer) or "unfused"
+    (`spladerunner-export --unfused-attention`).
     """
 
     model_size: str
@@ -55,7 +55,7 @@ FULL = Config(
     sweep_min_seconds=1.0, agreement_texts=64, cold_runs=3, import_runs=5, lever_documents=96,
     lever_max_tokens=(512, 1024, 2048, 4096, 8192), lever_threads=(1, 2),
     lever_options=("defaults", "cpu arena off", "memory pattern off", "arena + pattern off", "no thread spinning"),
-    lever_graphs=(("int8", "export"), ("int8", "optimized"), ("fp32", "export"), ("fp32", "optimized")),
+    lever_graphs=(("int8", "export"), ("int8", "unfused"), ("fp32", "export"), ("fp32", "unfused")),
     grouped=False, parallel=1, quiet_below=0.15, quiet_wait_s=60, retry_above=0.25, retries=1, smoke=False,
 )
 
@@ -64,6 +64,6 @@ SMOKE = Config(
     memory_shapes=((4, 32), (4, 64)), sweep_lengths=(16, 32), sweep_batch_sizes=(1, 4),
     sweep_min_seconds=0.0, agreement_texts=4, cold_runs=1, import_runs=1, lever_documents=4,
     lever_max_tokens=(256, 1024), lever_threads=(1,), lever_options=("defaults", "cpu arena off"),
-    lever_graphs=(("int8", "export"), ("int8", "optimized")),
+    lever_graphs=(("int8", "export"), ("int8", "unfused")),
     grouped=True, parallel=2, quiet_below=1.0, quiet_wait_s=0, retry_above=1.0, retries=0, smoke=True,
 )

@@ -2,7 +2,7 @@
 
 - `checkpoint/`: the factory's random-init, sparsity-calibrated BERT masked-LM (sentence-transformers reads it).
 - `export/`: `spladerunner-export` of that checkpoint: fused-pooling fp32 graph, dynamic int8, fp16 (GPU run).
-- `export-optimized/`: the same export made with `--optimize` (ORT's BERT fusions; a lever).
+- `export-unfused/`: the same export made with `--unfused-attention` (a lever).
 - `fastembed/`: a plain logits graph of the same checkpoint with the tokenizer files fastembed reads.
 
 The max length is pinned in every folder's `tokenizer_config.json` (fastembed truncates at
@@ -37,7 +37,7 @@ def cache_key(size: str, max_length: int) -> str:
 
 
 def folders_in(root: Path) -> Folders:
-    return Folders(export=root / "export", optimized=root / "export-optimized", fastembed=root / "fastembed",
+    return Folders(export=root / "export", unfused=root / "export-unfused", fastembed=root / "fastembed",
                    checkpoint=root / "checkpoint")
 
 
@@ -62,7 +62,7 @@ def build(root: Path, size: str, max_length: int) -> None:
     # Exit status 1 means the export's parity check failed; the folder is complete and the report
     # (manifest "parity") is shown in RESULTS.md.
     for folder, extra in (("export", ["--precisions", "fp32,int8,fp16"]),
-                          ("export-optimized", ["--precisions", "fp32,int8", "--optimize"])):
+                          ("export-unfused", ["--precisions", "fp32,int8", "--unfused-attention"])):
         done = subprocess.run([sys.executable, "-m", "export", "convert", str(checkpoint), str(root / folder), *extra,
                                "--query-max-length", str(max_length), "--document-max-length", str(max_length)],
                               cwd=REPO)

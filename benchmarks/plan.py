@@ -22,7 +22,7 @@ class Measurement:
     repeats: int
 
 
-GRAPH_LEVER = "graph: ORT transformer fusions (export --optimize)"
+GRAPH_LEVER = "graph: attention left unfused (export --unfused-attention)"
 # onnxruntime SessionOptions attributes, or "config:<key>" session config entries (`systems.patch_session_options`).
 SESSION_OPTIONS: dict[str, dict[str, Any]] = {
     "defaults": {},

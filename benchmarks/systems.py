@@ -38,7 +38,7 @@ FASTEMBED_MODEL = "prithivida/Splade_PP_en_v1"
 @dataclass(frozen=True)
 class Setup:
     """One configuration of one system. `max_tokens` None keeps the runtime's default token budget;
-    `graph` "optimized" runs our runtime on the export made with `--optimize` (ORT's BERT fusions)."""
+    `graph` "unfused" runs our runtime on the export made with `--unfused-attention`."""
 
     system: str
     precision: str = "fp32"
@@ -71,11 +71,11 @@ class Setup:
 
 @dataclass(frozen=True)
 class Folders:
-    """Model folders: our export (and the same made with `--optimize`), the fastembed layout (logits graph) and
+    """Model folders: our export (and the same made with `--unfused-attention`), the fastembed layout (logits graph) and
     the masked-LM checkpoint."""
 
     export: Path
-    optimized: Path
+    unfused: Path
     fastembed: Path
     checkpoint: Path
 
@@ -190,7 +190,7 @@ class SpladeRunner(Runner):
         kwargs: dict[str, Any] = {"max_batch_size": self.batch_size}
         if self.setup.max_tokens is not None:
             kwargs["max_tokens"] = self.setup.max_tokens
-        folder = self.folders.optimized if self.setup.graph == "optimized" else self.folders.export
+        folder = self.folders.unfused if self.setup.graph == "unfused" else self.folders.export
         self.expander = Expander(folder, precision=self.setup.precision,
                                  providers=list(self.setup.providers), threads=self.setup.threads,
                                  query_max_length=self.max_length, document_max_length=self.max_length, **kwargs)

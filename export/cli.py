@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = ExportOptions(
         pooling=parsed.pooling, top_k=parsed.top_k, precisions=tuple(parsed.precisions.split(",")),
         max_length={"query": parsed.query_max_length, "document": parsed.document_max_length},
-        optimize=parsed.optimize,
+        fuse_attention=not parsed.unfused_attention,
         thresholds=Thresholds(parsed.max_abs_diff, parsed.min_int8_cosine, parsed.min_fp16_cosine))
     if parsed.command == "upgrade":
         from export.upgrade import upgrade_folder
@@ -106,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16")
         command.add_argument("--query-max-length", type=int, default=64)
         command.add_argument("--document-max-length", type=int, default=256)
-        command.add_argument("--optimize", action="store_true",
-                             help="apply onnxruntime's offline BERT fusions first (no CPU gain measured)")
+        command.add_argument("--unfused-attention", action="store_true",
+                             help="keep self-attention as separate ops (faster int8 documents, slower queries)")
         defaults = Thresholds()
         command.add_argument("--max-abs-diff", type=float, default=defaults.fp32_max_abs_diff,
                              help="fp32 parity bound")

@@ -1,6 +1,6 @@
-"""Precision variants of a fused SPLADE graph: ORT transformer fusions, int8 and fp16.
+"""Precision variants of a fused SPLADE graph: int8 and fp16.
 
-All three use onnxruntime's own tools only (no torch), so `convert` and `upgrade` share them.
+Both use onnxruntime's own tools only (no torch), so `convert` and `upgrade` share them.
 """
 
 from __future__ import annotations
@@ -11,25 +11,10 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
-from onnxruntime.transformers.optimizer import optimize_model
 
 # Dynamic quantisation settings recorded in the manifest; per-tensor int8 weights keep SPLADE
 # weights at cosine >= 0.999 and run on every CPU.
 INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": False, "reduce_range": False}
-
-
-def optimize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fuse attention, layer norms and GELU with ORT's BERT optimizer (python fusions, no ORT level).
-
-    Heads and hidden size are detected from the graph; the fused ops are ORT contrib ops, which is
-    all the runtime ever runs.
-    """
-    optimized = optimize_model(model, model_type="bert", opt_level=0)
-    optimized.topological_sort()
-    fused = optimized.model
-    if not any(o.domain == "com.microsoft" for o in fused.opset_import):
-        fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return fused
 
 
 def quantize_int8(source: Path, target: Path) -> dict:

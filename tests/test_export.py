@@ -161,16 +161,70 @@ def test_sum_pooling_matches_formula(tmp_path, tiny_bert):
     assert manifest.pooling == "sum" and manifest.parity["passed"]
 
 
-def test_optimized_export_keeps_parity(tmp_path, tiny_distilbert):
+@pytest.mark.parametrize("checkpoint", ["tiny_bert", "tiny_distilbert"])
+def test_attention_is_fused_by_default_and_exact(tmp_path, checkpoint, request):
     from export.convert import export_checkpoint
 
-    manifest = export_checkpoint(tmp_path, tiny_distilbert, options=ExportOptions(optimize=True))
-    ops = {node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node}
-    assert {"Attention", "SkipLayerNormalization"} <= ops
-    assert manifest.quantization["optimizer"] and manifest.parity["passed"]
-    inputs = encode(tiny_distilbert, TEXTS)
+    path = request.getfixturevalue(checkpoint)
+    manifest = export_checkpoint(tmp_path, path, options=ExportOptions(precisions=("fp32", "int8")))
+    layers = transformers.AutoConfig.from_pretrained(path).num_hidden_layers
+    assert manifest.quantization["attention_layers_fused"] == {"model": layers}
+    fp32_ops = [node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node]
+    int8_ops = [node.op_type for node in onnx.load(tmp_path / "model_int8.onnx").graph.node]
+    assert fp32_ops.count("Attention") == layers and int8_ops.count("QAttention") == layers
+    assert "SkipLayerNormalization" not in fp32_ops and "BiasGelu" not in fp32_ops
+    assert manifest.parity["passed"]
+    # Mixed lengths: the fused attention must keep padding out through the raw mask.
+    inputs = encode(path, TEXTS)
     (weights,) = run(tmp_path / "model.onnx", inputs)
-    assert np.abs(weights - torch_splade(tiny_distilbert, inputs)).max() <= 1e-4
+    assert np.abs(weights - torch_splade(path, inputs)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_split_skip_layer_norm_computes_the_same(with_bias):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.graph import _split_skip_layer_norms
+
+    rng = np.random.default_rng(0)
+    hidden = 16
+    weights = {"gamma": rng.normal(1, 0.1, hidden), "beta": rng.normal(0, 0.1, hidden),
+               "bias": rng.normal(0, 1, hidden)}
+    inputs = ["x", "skip", "gamma", "beta"] + (["bias"] if with_bias else [])
+    node = helper.make_node("SkipLayerNormalization", inputs, ["y", "", "", "total"], domain="com.microsoft",
+                            epsilon=1e-5)
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3, hidden]) for n in ("x", "skip", "y", "total")]
+    graph = helper.make_graph([node], "skip", value[:2], value[2:],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()
+                               if k in inputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    feed = {"x": rng.normal(0, 2, (2, 3, hidden)).astype(np.float32),
+            "skip": rng.normal(0, 2, (2, 3, hidden)).astype(np.float32)}
+
+    def outputs(m: onnx.ModelProto) -> list[np.ndarray]:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+    expected = outputs(model)
+    _split_skip_layer_norms(model)
+    assert [n.op_type for n in model.graph.node] == ["Add"] * (2 if with_bias else 1) + ["LayerNormalization"]
+    for got, want in zip(outputs(model), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unfused_attention_option(tmp_path, tiny_bert):
+    from export.convert import export_checkpoint
+
+    manifest = export_checkpoint(tmp_path, tiny_bert,
+                                 options=ExportOptions(precisions=("fp32",), fuse_attention=False))
+    ops = {node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
+    assert manifest.quantization["attention_layers_fused"] == {"model": 0} and manifest.parity["passed"]
+
+
+def test_fp16_graph_keeps_unfused_attention(tiny_bert_export):
+    ops = {node.op_type for node in onnx.load(tiny_bert_export / "model_fp16.onnx").graph.node}
+    assert "Attention" not in ops and "Softmax" in ops
 
 
 def test_efficient_splade_folder(tiny_bert, tiny_bert_seed1, dual_export):
