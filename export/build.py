@@ -29,7 +29,7 @@ class ExportOptions:
     precisions: tuple[str, ...] = ("fp32", "int8")
     max_length: dict[str, int] = field(default_factory=lambda: {"query": 64, "document": 256})
     # One Attention op per layer in the fp32/int8 graphs (`export.graph.fuse_attention`): int8 queries
-    # ~10% faster; unfused, int8 documents are ~5% faster and fp32 ~4% (the lever in benchmarks/).
+    # 7.31 vs 8.84 ms unfused, int8 documents 20.05 vs 21.02 docs/s (lever table, benchmarks/RESULTS.md).
     fuse_attention: bool = True
     thresholds: Thresholds = Thresholds()
 
@@ -78,8 +78,7 @@ def build(out: Path, encoders: dict[str, Encoder], modes: dict[str, str], tokeni
         folder = out / key
         folder.mkdir(exist_ok=True)
         untied[key or "model"] = untie_decoder(encoder.logits)
-        made = _write_variants(encoder.logits, folder, options, specials)
-        attention_layers[key or "model"] = made.pop("attention_layers_fused")
+        made, attention_layers[key or "model"] = _write_variants(encoder.logits, folder, options, specials)
         quantization.update(made)
         entries[key] = {precision: _entry(out, folder / GRAPH_FILES[precision], options.top_k)
                         for precision in options.precisions}
@@ -103,8 +102,10 @@ def build(out: Path, encoders: dict[str, Encoder], modes: dict[str, str], tokeni
     return manifest
 
 
-def _write_variants(logits: onnx.ModelProto, folder: Path, options: ExportOptions, special_ids: list[int]) -> dict:
-    """Pool the logits graph and save each requested precision; returns how each was made.
+def _write_variants(logits: onnx.ModelProto, folder: Path, options: ExportOptions,
+                    special_ids: list[int]) -> tuple[dict, int]:
+    """Pool the logits graph and save each requested precision; returns how each was made and how
+    many attention layers were fused.
 
     The fp16 graph (CUDA) keeps unfused attention: onnxruntime's CPU has no fp16 Attention kernel to
     check its parity with, and the GPU figures were measured on that layout. Attention is fused
@@ -119,11 +120,11 @@ def _write_variants(logits: onnx.ModelProto, folder: Path, options: ExportOption
         plain.CopyFrom(logits)
         onnx.save(to_fp16(pooled(plain)), folder / GRAPH_FILES["fp16"])
         made["fp16"] = {"method": "onnxruntime.transformers.float16", "keep_io_types": True}
-    made["attention_layers_fused"] = fuse_attention(logits) if options.fuse_attention else 0
+    fused_layers = fuse_attention(logits) if options.fuse_attention else 0
     onnx.save(pooled(logits), folder / GRAPH_FILES["fp32"])
     if "int8" in options.precisions:
         made["int8"] = quantize_int8(folder / GRAPH_FILES["fp32"], folder / GRAPH_FILES["int8"])
-    return made
+    return made, fused_layers
 
 
 def _entry(out: Path, path: Path, top_k: int | None) -> GraphEntry:
