@@ -20,21 +20,39 @@ _EXPORTS = {
     "SparsEmbedBatch": "sparsembed",
     "SparsEmbedVector": "sparsembed",
     "SparsEmbedIndex": "sparsembed_index",
+    "SparseIndex": "retrieval",
+    "SearchResults": "retrieval",
+    "BM25Encoder": "bm25",
+    "IdfQueryEncoder": "idf_queries",
     "Manifest": "manifest",
-    "ManifestError": "manifest",
-    "GraphError": "session",
-    "ProviderError": "session",
-    "ModelNotFoundError": "loading",
     "DEFAULT_MODEL": "loading",
+    "SpladerunnerError": "errors",
+    "ManifestError": "errors",
+    "GraphError": "errors",
+    "ProviderError": "errors",
+    "ModelNotFoundError": "errors",
+    "IndexFormatError": "errors",
+    "InputError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
+    from .bm25 import BM25Encoder
+    from .errors import (
+        GraphError,
+        IndexFormatError,
+        InputError,
+        ManifestError,
+        ModelNotFoundError,
+        ProviderError,
+        SpladerunnerError,
+    )
     from .expander import Expander
-    from .loading import DEFAULT_MODEL, ModelNotFoundError
-    from .manifest import Manifest, ManifestError
-    from .session import GraphError, ProviderError
+    from .idf_queries import IdfQueryEncoder
+    from .loading import DEFAULT_MODEL
+    from .manifest import Manifest
+    from .retrieval import SearchResults, SparseIndex
     from .sparse import SparseBatch, SparseVector
     from .sparsembed import SparsEmbedBatch, SparsEmbedEncoder, SparsEmbedVector
     from .sparsembed_index import SparsEmbedIndex

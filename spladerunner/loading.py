@@ -11,16 +11,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import MANIFEST_NAME, GraphEntry, Manifest, ManifestError
+from .errors import ManifestError, ModelNotFoundError
+from .manifest import MANIFEST_NAME, GraphEntry, Manifest
 
 # SPLADE++ (prithivida/Splade_PP_en_v1, Apache-2.0) as exported to ONNX by Qdrant; see models/.
 DEFAULT_MODEL = "Qdrant/Splade_PP_en_v1"
 FOREIGN_GRAPHS = ("model.onnx", "onnx/model.onnx")
 FOREIGN_MAX_LENGTH = 512
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The model (folder, hub id or one of its files) could not be found."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .errors import ManifestError
+
 MANIFEST_NAME = "spladerunner.json"
 FORMAT_VERSION = 1
 
@@ -33,10 +35,6 @@ POOLED_OUTPUT = "sparse_weights"
 TOPK_IDS_OUTPUT = "top_ids"
 TOPK_WEIGHTS_OUTPUT = "top_weights"
 TOPK_EMBEDDINGS_OUTPUT = "top_embeddings"
-
-
-class ManifestError(ValueError):
-    """The manifest is missing, unreadable or inconsistent; the message names the file and the field."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import IndexFormatError
 from .sparse import SparseBatch
 
 PRECISIONS = ("float32", "float16", "impact")
@@ -55,10 +56,6 @@ class Encoder(Protocol):
     """Anything that turns texts into sparse vectors: `Expander`, `BM25Encoder`, `IdfQueryEncoder`."""
 
     def expand_batch(self, texts: Sequence[str], *, query: bool = False) -> SparseBatch: ...
-
-
-class IndexFormatError(ValueError):
-    """An index folder is incomplete, corrupt or from an unknown format version; names the file."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import GraphError, ProviderError
 from .manifest import (
     POOLED_OUTPUT,
     TOPK_EMBEDDINGS_OUTPUT,
@@ -34,14 +35,6 @@ EXPECTED_OUTPUTS = {
     "topk": (TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT),
     "sparsembed": (TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT, TOPK_EMBEDDINGS_OUTPUT),
 }
-
-
-class GraphError(ValueError):
-    """The ONNX graph is unreadable or does not match what its manifest says."""
-
-
-class ProviderError(RuntimeError):
-    """A requested execution provider is not active in the session."""
 
 
 def default_threads() -> int:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ManifestError
 from .expander import Expander
-from .manifest import MODES, TOPK_EMBEDDINGS_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT, Manifest, ManifestError, Mode
+from .manifest import MODES, TOPK_EMBEDDINGS_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT, Manifest, Mode
 from .retrieval import gather_postings
 from .sparse import SparseBatch, SparseVector, sparsify_candidates
 from .tokenization import Encoded, encode

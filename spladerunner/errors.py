@@ -1,0 +1,37 @@
+"""Every error spladerunner raises on purpose derives from `SpladerunnerError`.
+
+Each also keeps the builtin base a caller would catch without knowing us (`ValueError` for bad
+content, `FileNotFoundError` for a missing model, `RuntimeError` for a provider that is not active),
+so `except ValueError` and `except SpladerunnerError` both work. Messages name the file, field,
+argument or text position at fault.
+"""
+
+from __future__ import annotations
+
+
+class SpladerunnerError(Exception):
+    """Base class of spladerunner's own errors: the CLI reports these (and `OSError`) without a traceback."""
+
+
+class ManifestError(SpladerunnerError, ValueError):
+    """A model folder's manifest is missing, unreadable or inconsistent; names the file and the field."""
+
+
+class GraphError(SpladerunnerError, ValueError):
+    """An ONNX graph is unreadable, was swapped, or does not match what its manifest says."""
+
+
+class ProviderError(SpladerunnerError, RuntimeError):
+    """A requested execution provider is not active in the session."""
+
+
+class ModelNotFoundError(SpladerunnerError, FileNotFoundError):
+    """The model (folder, hub id or one of its files) could not be found."""
+
+
+class IndexFormatError(SpladerunnerError, ValueError):
+    """An index folder is incomplete, corrupt or from an unknown format version; names the file."""
+
+
+class InputError(SpladerunnerError, ValueError):
+    """An argument or input record is invalid; names the argument, the text position or the file and line."""
