@@ -100,11 +100,9 @@ class SparseBatch:
     def take(self, rows: np.ndarray) -> SparseBatch:
         """The rows in the given order (used to restore input order after length-sorted batching)."""
         rows = np.asarray(rows, dtype=np.int64)
-        starts = self.indptr[rows]
-        lengths = self.indptr[rows + 1] - starts
+        gather, lengths = gather_ranges(self.indptr, rows)
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        gather = np.arange(indptr[-1], dtype=np.int64) + np.repeat(starts - indptr[:-1], lengths)
         return SparseBatch(indptr, self.indices[gather], self.values[gather], self.vocab_size, self.vocab,
                            self.truncated[rows])
 
@@ -141,6 +139,15 @@ class SparseBatch:
         vocab = next((v.vocab for v in vectors if v.vocab is not None), None)
         truncated = np.array([v.truncated for v in vectors], dtype=bool)
         return cls(indptr, indices, values, vocab_size, vocab, truncated)
+
+
+def gather_ranges(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the entries of `rows` in a CSR-style pointer array (concatenated in `rows` order), and
+    each row's length: the row gather of `SparseBatch.take` and of an inverted index's postings."""
+    starts = ptr[rows]
+    lengths = ptr[rows + 1] - starts
+    offsets = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - offsets, lengths), lengths
 
 
 def sparsify(weights: np.ndarray, *, threshold: float = 0.0, top_k: int | None = None,

@@ -19,8 +19,7 @@ import numpy as np
 from .errors import ManifestError
 from .expander import Expander
 from .manifest import MODES, TOPK_EMBEDDINGS_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT, Manifest, Mode
-from .retrieval import gather_postings
-from .sparse import SparseBatch, SparseVector, sparsify_candidates
+from .sparse import SparseBatch, SparseVector, gather_ranges, sparsify_candidates
 from .tokenization import Encoded, encode
 
 SOFTMAX_AXES = ("positions", "terms")
@@ -106,7 +105,7 @@ class SparsEmbedBatch:
     def take(self, rows: np.ndarray) -> SparsEmbedBatch:
         """The rows in the given order."""
         rows = np.asarray(rows, dtype=np.int64)
-        positions, _ = gather_postings(self.terms.indptr, rows)
+        positions, _ = gather_ranges(self.terms.indptr, rows)
         return SparsEmbedBatch(self.terms.take(rows), self.embeddings[positions])
 
     @classmethod
