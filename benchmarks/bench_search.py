@@ -28,8 +28,10 @@ import numpy as np
 
 from spladerunner.adapters import read_impact_queries
 from spladerunner.bm25 import BM25Encoder
+from spladerunner.documents import document_texts
 from spladerunner.evaluation import evaluate, load_beir, markdown_table
-from spladerunner.retrieval import PRECISIONS, SearchResults, SparseIndex, document_texts
+from spladerunner.results import SearchResults
+from spladerunner.retrieval import WEIGHT_STORAGES, SparseIndex
 from spladerunner.sparse import SparseBatch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -129,7 +131,7 @@ def precision_rows(docs: SparseBatch, queries: SparseBatch, scifact: tuple | Non
                    repeat: int) -> dict[str, dict]:
     """Size, speed and ranking agreement of each weight storage, relative to float32."""
     rows, reference = {}, None
-    for precision in PRECISIONS:
+    for precision in WEIGHT_STORAGES:
         index = SparseIndex(precision=precision)
         index.add_vectors(docs)
         seconds, results = best_time(lambda i=index: i.search(queries, k), repeat)

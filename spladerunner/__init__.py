@@ -21,7 +21,7 @@ _EXPORTS = {
     "SparsEmbedVector": "sparsembed",
     "SparsEmbedIndex": "sparsembed_index",
     "SparseIndex": "retrieval",
-    "SearchResults": "retrieval",
+    "SearchResults": "results",
     "BM25Encoder": "bm25",
     "IdfQueryEncoder": "idf_queries",
     "Manifest": "manifest",
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from .idf_queries import IdfQueryEncoder
     from .loading import DEFAULT_MODEL
     from .manifest import Manifest
-    from .retrieval import SearchResults, SparseIndex
+    from .results import SearchResults
+    from .retrieval import SparseIndex
     from .sparse import SparseBatch, SparseVector
     from .sparsembed import SparsEmbedBatch, SparsEmbedEncoder, SparsEmbedVector
     from .sparsembed_index import SparsEmbedIndex

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+from .readers import read_jsonl
 from .sparse import SparseBatch
 
 ANSERINI_SCALE = 100.0
@@ -35,7 +37,7 @@ _ESCAPES = (("%", "%25"), (".", "%2E"))
 def escape_token(token: str) -> str:
     """A token as an Elasticsearch/OpenSearch feature name: "%" -> "%25", "." -> "%2E"."""
     if not token:
-        raise ValueError("an empty token cannot be a feature name")
+        raise InputError("an empty token cannot be a feature name")
     for raw, escaped in _ESCAPES:
         token = token.replace(raw, escaped)
     return token
@@ -51,7 +53,7 @@ def unescape_token(name: str) -> str:
 def _vocab(vectors: SparseBatch, vocab: Sequence[str] | None) -> Sequence[str]:
     vocab = vocab if vocab is not None else vectors.vocab
     if vocab is None:
-        raise ValueError("these vectors carry no vocabulary; pass vocab= (tokenization.vocabulary(tokenizer))")
+        raise InputError("these vectors carry no vocabulary; pass vocab= (tokenization.vocabulary(tokenizer))")
     return vocab
 
 
@@ -62,15 +64,15 @@ def _csr(rows: np.ndarray, ids: np.ndarray, values: np.ndarray, n_rows: int, voc
     Rejects ids outside the vocabulary, negative or non-finite weights and an id repeated in a row.
     """
     if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise ValueError(f"ids must lie in [0, {vocab_size})")
+        raise InputError(f"ids must lie in [0, {vocab_size})")
     if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
-        raise ValueError("weights must be finite and >= 0")
+        raise InputError("weights must be finite and >= 0")
     keep = values > 0
     rows, ids, values = rows[keep], ids[keep], values[keep]
     order = np.lexsort((ids, rows))
     rows, ids, values = rows[order], ids[order], values[order]
     if np.any((np.diff(ids) == 0) & (np.diff(rows) == 0)):
-        raise ValueError("a vector lists the same id twice")
+        raise InputError("a vector lists the same id twice")
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
     return SparseBatch(indptr, ids.astype(np.int32), values.astype(np.float32), vocab_size, vocab)
@@ -84,7 +86,7 @@ def from_token_lists(tokens: Sequence[Sequence[str]], weights: Sequence[Sequence
     try:
         ids = np.fromiter((token_id[t] for row in tokens for t in row), dtype=np.int64, count=int(lengths.sum()))
     except KeyError as exc:
-        raise ValueError(f"token {exc.args[0]!r} is not in the vocabulary") from None
+        raise InputError(f"token {exc.args[0]!r} is not in the vocabulary") from None
     values = np.fromiter((w for row in weights for w in row), dtype=np.float64, count=int(lengths.sum()))
     return _csr(np.repeat(np.arange(len(tokens)), lengths), ids, values / scale, len(tokens), len(vocab), vocab)
 
@@ -138,7 +140,7 @@ def to_token_weights(vectors: SparseBatch, vocab: Sequence[str] | None = None, *
 
 def _check_name(token: str) -> str:
     if not token:
-        raise ValueError("an empty token cannot be a feature name")
+        raise InputError("an empty token cannot be a feature name")
     return token
 
 
@@ -159,7 +161,7 @@ def _impacts(vectors: SparseBatch, vocab: Sequence[str], scale: float) -> Iterat
         row = {vocab[i]: n for i, n in zip(ids.tolist(), impacts.tolist()) if n > 0}
         bad = [t for t in row if not t or t != "".join(t.split())]
         if bad:
-            raise ValueError(f"token {bad[0]!r} is empty or contains whitespace; Anserini cannot index it")
+            raise InputError(f"token {bad[0]!r} is empty or contains whitespace; Anserini cannot index it")
         yield row
 
 
@@ -167,7 +169,7 @@ def anserini_documents(ids: Sequence[str], vectors: SparseBatch, vocab: Sequence
                        scale: float = ANSERINI_SCALE, contents: Sequence[str] | None = None) -> Iterator[str]:
     """JsonVectorCollection lines: {"id", "contents", "vector": {token: integer impact}}."""
     if len(ids) != len(vectors) or (contents is not None and len(contents) != len(vectors)):
-        raise ValueError("ids (and contents) must have one entry per vector")
+        raise InputError("ids (and contents) must have one entry per vector")
     for position, (doc_id, row) in enumerate(zip(ids, _impacts(vectors, _vocab(vectors, vocab), scale))):
         text = contents[position] if contents is not None else ""
         yield json.dumps({"id": str(doc_id), "contents": text, "vector": row}, ensure_ascii=False)
@@ -177,7 +179,7 @@ def anserini_queries(ids: Sequence[str], vectors: SparseBatch, vocab: Sequence[s
                      scale: float = ANSERINI_SCALE) -> Iterator[str]:
     """Query TSV lines `qid<TAB>tokens`, each token repeated by its integer impact (Anserini -impact)."""
     if len(ids) != len(vectors):
-        raise ValueError("ids must have one entry per vector")
+        raise InputError("ids must have one entry per vector")
     for qid, row in zip(ids, _impacts(vectors, _vocab(vectors, vocab), scale)):
         yield f"{qid}\t" + " ".join(" ".join([token] * n) for token, n in row.items())
 
@@ -211,8 +213,6 @@ def read_impact_queries(path: str | Path, vocab: Sequence[str]) -> tuple[list[st
 
     Weights are the integer impacts as given (scale 1), e.g. shared/data/splade-queries.
     """
-    from .evaluation import read_jsonl
-
     records = list(read_jsonl(path))
     impacts = [r["impacts"] for r in records]
     return ([str(r["qid"]) for r in records], [r["text"] for r in records],

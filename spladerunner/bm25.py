@@ -19,29 +19,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from .errors import InputError
 from .sparse import SparseBatch
-from .tokenization import load_tokenizer, special_token_ids, vocabulary
-
-
-def as_tokenizer(tokenizer: str | Path | Tokenizer) -> Tokenizer:
-    """A `Tokenizer`, loading it when given the path of a tokenizer.json."""
-    return tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
-
-
-def token_counts(tokenizer: Tokenizer, texts: Sequence[str], drop_ids: np.ndarray, vocab: Sequence[str]) -> SparseBatch:
-    """Term frequencies of each text's tokens (special ones dropped) as a CSR batch, ids ascending."""
-    vocab_size = len(vocab)
-    # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not need.
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    encodings = encode(list(texts), add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
-    rows = np.repeat(np.arange(len(encodings), dtype=np.int64), lengths)
-    keep = ~np.isin(ids, drop_ids)
-    keys, counts = np.unique(rows[keep] * vocab_size + ids[keep], return_counts=True)
-    indptr = np.zeros(len(encodings) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys // vocab_size, minlength=len(encodings)), out=indptr[1:])
-    return SparseBatch(indptr, (keys % vocab_size).astype(np.int32), counts.astype(np.float32), vocab_size, vocab)
+from .tokenization import as_tokenizer, special_token_ids, token_counts, vocabulary
 
 
 class BM25Encoder:
@@ -53,7 +33,7 @@ class BM25Encoder:
 
     def __init__(self, tokenizer: str | Path | Tokenizer, *, k1: float = 0.9, b: float = 0.4):
         if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError("BM25 needs k1 >= 0 and 0 <= b <= 1")
+            raise InputError("BM25 needs k1 >= 0 and 0 <= b <= 1")
         self.tokenizer = as_tokenizer(tokenizer)
         self.vocab = vocabulary(self.tokenizer)
         self.vocab_size = len(self.vocab)
@@ -79,7 +59,7 @@ class BM25Encoder:
 
     def _fit(self, counts: SparseBatch) -> None:
         if len(counts) == 0:
-            raise ValueError("cannot fit BM25 on an empty corpus")
+            raise InputError("cannot fit BM25 on an empty corpus")
         df = np.bincount(counts.indices, minlength=self.vocab_size)
         self.n_docs = len(counts)
         self.avgdl = float(counts.values.sum(dtype=np.float64)) / self.n_docs
@@ -99,7 +79,7 @@ class BM25Encoder:
 
     def _weigh(self, counts: SparseBatch) -> SparseBatch:
         if self.idf is None:
-            raise ValueError("BM25Encoder.fit(corpus) must run before encoding documents")
+            raise InputError("BM25Encoder.fit(corpus) must run before encoding documents")
         tf = counts.values.astype(np.float64)
         rows = np.repeat(np.arange(len(counts)), counts.nnz)
         lengths = np.bincount(rows, weights=tf, minlength=len(counts))[rows]

@@ -9,39 +9,24 @@ document; a query missing from the run scores 0 (trec_eval -c).
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .retrieval import PRECISIONS, SparseIndex, add_encoder_arguments, encoders_from_args, index_corpus
+from .errors import InputError
+from .readers import read_jsonl, record_id, record_text
+from .retrieval import SparseIndex
 from .sparse import SparseBatch
 
 Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 METRIC_NAMES = ("ndcg", "mrr", "recall", "map")
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file, skipping blank lines; errors name the file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            yield record
 
 
 @dataclass(frozen=True)
@@ -64,8 +49,11 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing; not a BEIR folder?")
-    corpus = [{**doc, "_id": str(doc["_id"])} for doc in read_jsonl(folder / "corpus.jsonl")]
-    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
+    corpus = [{**doc, "_id": str(record_id(doc, ["_id"], None, f"{folder / 'corpus.jsonl'}:{n}"))}
+              for n, doc in enumerate(read_jsonl(folder / "corpus.jsonl"), 1)]
+    queries_file = folder / "queries.jsonl"
+    queries = {str(record_id(q, ["_id"], None, f"{queries_file}:{n}")): record_text(q, ["text"], f"{queries_file}:{n}")
+               for n, q in enumerate(read_jsonl(queries_file), 1)}
     return BeirDataset(corpus, queries, read_qrels(folder / "qrels" / f"{split}.tsv"))
 
 
@@ -76,11 +64,14 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         rows = csv.reader(handle, delimiter="\t")
         header = next(rows, None)
         if header is None or len(header) < 3:
-            raise ValueError(f"{path}: expected a header line query-id, corpus-id, score")
+            raise InputError(f"{path}: expected a header line query-id, corpus-id, score")
         for number, row in enumerate(rows, 2):
             if len(row) < 3:
-                raise ValueError(f"{path}:{number}: expected 3 tab-separated columns")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+                raise InputError(f"{path}:{number}: expected 3 tab-separated columns")
+            try:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            except ValueError:
+                raise InputError(f"{path}:{number}: relevance {row[2]!r} is not an integer") from None
     return qrels
 
 
@@ -88,13 +79,13 @@ def parse_metric(metric: str) -> tuple[str, int | None]:
     """"ndcg@10" -> ("ndcg", 10); "map" -> ("map", None). nDCG, MRR and recall need a cutoff."""
     name, _, cutoff = metric.lower().partition("@")
     if name not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRIC_NAMES)} (e.g. ndcg@10)")
+        raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRIC_NAMES)} (e.g. ndcg@10)")
     if cutoff:
         if not cutoff.isdigit() or int(cutoff) < 1:
-            raise ValueError(f"{metric!r}: the cutoff must be a positive integer")
+            raise InputError(f"{metric!r}: the cutoff must be a positive integer")
         return name, int(cutoff)
     if name != "map":
-        raise ValueError(f"{metric!r} needs a cutoff, e.g. {name}@10")
+        raise InputError(f"{metric!r} needs a cutoff, e.g. {name}@10")
     return name, None
 
 
@@ -184,38 +175,3 @@ def evaluate_beir(dataset: BeirDataset, index: SparseIndex, query_encoder: Any, 
     return {**scores, "flops": flops(queries, index), "query dims": active_dims(queries),
             "doc dims": active_dims(index), "query encode/s": round(len(texts) / max(encoded - started, 1e-9)),
             "search q/s": round(len(texts) / max(searched - encoded, 1e-9))}
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `spladerunner eval`."""
-    parser.add_argument("dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="e.g. ndcg@10 mrr@10 map")
-    parser.add_argument("-k", "--top-k", type=int, default=100, help="documents retrieved per query")
-    parser.add_argument("--relevance-level", type=int, default=1,
-                        help="lowest qrels grade counted relevant by MRR, recall and MAP (TREC DL uses 2)")
-    parser.add_argument("--weights", choices=PRECISIONS, default="float32", help="index weight storage")
-    parser.add_argument("--index", default=None, help="index folder: reused if it exists, else written there")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress line on stderr (default: when stderr is a terminal)")
-    add_encoder_arguments(parser)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """`spladerunner eval DATASET`: index a BEIR corpus (or reuse --index), search, print a metrics table."""
-    dataset = load_beir(args.dataset, args.split)
-    for metric in args.metrics:
-        parse_metric(metric)
-    index_path = Path(args.index) if args.index else None
-    if index_path is not None and index_path.exists():
-        index = SparseIndex.load(index_path)
-        _, queries = encoders_from_args(args, index.metadata)
-    else:
-        index, queries = index_corpus(args, dataset.corpus, key="_id", on=("title", "text"))
-        if index_path is not None:
-            index.save(index_path)
-    row = evaluate_beir(dataset, index, queries, metrics=args.metrics, k=args.top_k,
-                        relevance_level=args.relevance_level)
-    print(markdown_table({Path(args.dataset).name: row}))
-    return 0

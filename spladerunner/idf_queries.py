@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .bm25 import as_tokenizer, token_counts
+from .errors import InputError
 from .sparse import SparseBatch
-from .tokenization import special_token_ids, vocabulary
+from .tokenization import as_tokenizer, special_token_ids, token_counts, vocabulary
 
 
 def load_idf(path: str | Path) -> dict[str, float]:
@@ -31,12 +31,12 @@ def load_idf(path: str | Path) -> dict[str, float]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: IDF table not found") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc.msg})") from None
+        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: expected a JSON object token -> weight")
+        raise InputError(f"{path}: expected a JSON object token -> weight")
     bad = [t for t, w in table.items() if not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0]
     if bad:
-        raise ValueError(f"{path}: token {bad[0]!r} has weight {table[bad[0]]!r}; weights must be numbers >= 0")
+        raise InputError(f"{path}: token {bad[0]!r} has weight {table[bad[0]]!r}; weights must be numbers >= 0")
     return {t: float(w) for t, w in table.items()}
 
 
@@ -51,7 +51,7 @@ class IdfQueryEncoder:
     def __init__(self, tokenizer: str | Path | Tokenizer, idf: str | Path | Mapping[str, float], *,
                  missing_weight: float | None = 1.0):
         if missing_weight is not None and missing_weight < 0:
-            raise ValueError("missing_weight must be >= 0 (or None)")
+            raise InputError("missing_weight must be >= 0 (or None)")
         self.tokenizer = as_tokenizer(tokenizer)
         self.vocab = vocabulary(self.tokenizer)
         self.vocab_size = len(self.vocab)
@@ -66,7 +66,7 @@ class IdfQueryEncoder:
     def expand_batch(self, texts: Sequence[str], *, query: bool = True) -> SparseBatch:
         """Queries only: documents need the model's document encoder."""
         if not query:
-            raise ValueError("IdfQueryEncoder encodes queries only; expand documents with the model (Expander)")
+            raise InputError("IdfQueryEncoder encodes queries only; expand documents with the model (Expander)")
         counts = token_counts(self.tokenizer, texts, self.drop_ids, self.vocab)
         weights = self.weights[counts.indices]
         keep = weights > 0

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from .sparse import SparseBatch
+
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Read a `tokenizer.json`, with an error that names the file when it is missing or broken."""
@@ -99,3 +101,24 @@ def batches(encoded: Encoded, *, max_tokens: int, max_batch_size: int, pad_id: i
             attention_mask[r, : len(ids)] = 1
         yield Batch(rows, input_ids, attention_mask)
         start = stop
+
+
+def as_tokenizer(tokenizer: str | Path | Tokenizer) -> Tokenizer:
+    """A `Tokenizer`, loading it when given the path of a tokenizer.json."""
+    return tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+
+
+def token_counts(tokenizer: Tokenizer, texts: Sequence[str], drop_ids: np.ndarray, vocab: Sequence[str]) -> SparseBatch:
+    """Term frequencies of each text's tokens (special ones dropped) as a CSR batch, ids ascending."""
+    vocab_size = len(vocab)
+    # encode_batch_fast (tokenizers >= 0.20) skips the character offsets we do not need.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    encodings = encode(list(texts), add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(encodings), dtype=np.int64), lengths)
+    keep = ~np.isin(ids, drop_ids)
+    keys, counts = np.unique(rows[keep] * vocab_size + ids[keep], return_counts=True)
+    indptr = np.zeros(len(encodings) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // vocab_size, minlength=len(encodings)), out=indptr[1:])
+    return SparseBatch(indptr, (keys % vocab_size).astype(np.int32), counts.astype(np.float32), vocab_size, vocab)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from paths import SCIFACT, TOKENIZER_JSON
 
-from spladerunner.bm25 import BM25Encoder, token_counts
+from spladerunner.bm25 import BM25Encoder
+from spladerunner.documents import document_texts
 from spladerunner.evaluation import evaluate, load_beir
-from spladerunner.retrieval import SparseIndex, document_texts
+from spladerunner.retrieval import SparseIndex
+from spladerunner.tokenization import token_counts
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,15 +9,14 @@ import numpy as np
 import pytest
 from paths import SCIFACT, TOKENIZER_JSON
 
+from spladerunner.cli import main
 from spladerunner.evaluation import (
     active_dims,
-    add_eval_arguments,
     evaluate,
     flops,
     load_beir,
     markdown_table,
     parse_metric,
-    run_eval,
 )
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
@@ -132,15 +130,13 @@ def test_eval_command_on_a_small_beir_folder(tmp_path: Path, capsys: pytest.Capt
                                                   for q in qids))
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t{r}\n" for q in qids for d, r in data.qrels[q].items()))
-    parser = argparse.ArgumentParser()
-    add_eval_arguments(parser)
-    args = parser.parse_args([str(folder), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
-                              "--index", str(tmp_path / "ix"), "--metrics", "ndcg@10", "recall@100"])
-    assert run_eval(args) == 0
+    args = ["eval", str(folder), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
+            "--index", str(tmp_path / "ix"), "--metrics", "ndcg@10", "recall@100"]
+    assert main(args) == 0
     first = capsys.readouterr().out
     header, _, row = first.splitlines()
     assert header.startswith("| | ndcg@10 | recall@100 | flops |")
     assert float(row.split("|")[2]) > 0.8  # 30 queries against ~330 documents: easy
     assert (tmp_path / "ix" / "index.json").is_file()
-    assert run_eval(args) == 0  # second run reuses the saved index and its BM25 metadata
+    assert main(args) == 0  # second run reuses the saved index and its BM25 metadata
     assert capsys.readouterr().out.split("|")[:12] == first.split("|")[:12]

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from paths import TOKENIZER_JSON
 
-from spladerunner import retrieval
+from spladerunner import index_folder, scoring
 from spladerunner.bm25 import BM25Encoder
-from spladerunner.retrieval import IndexFormatError, SparseIndex, top_k
+from spladerunner.errors import IndexFormatError
+from spladerunner.results import SearchResults
+from spladerunner.retrieval import SparseIndex
+from spladerunner.scoring import top_k
 from spladerunner.sparse import SparseBatch
 
 VOCAB = 40
@@ -40,7 +43,7 @@ def brute_force(queries: SparseBatch, docs: SparseBatch, ids: list[str], k: int)
     return out_ids, out_scores
 
 
-def assert_same(results: retrieval.SearchResults, expected: tuple[list, list]) -> None:
+def assert_same(results: SearchResults, expected: tuple[list, list]) -> None:
     assert results.ids == expected[0]
     for got, want in zip(results.scores, expected[1]):
         np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -78,7 +81,7 @@ def test_ties_go_to_the_earlier_document_whatever_the_chunking(monkeypatch: pyte
     scores = queries.to_dense().astype(np.float64) @ docs.to_dense().astype(np.float64).T
     assert max(len(set(row[row > 0])) < np.count_nonzero(row) for row in scores)  # ties exist
     assert_same(index.search(queries, k=7), expected)
-    monkeypatch.setattr(retrieval, "MAX_SCORE_CELLS", 1000)  # 2 queries per chunk
+    monkeypatch.setattr(scoring, "MAX_SCORE_CELLS", 1000)  # 2 queries per chunk
     assert_same(index.search(queries, k=7), expected)
 
 
@@ -142,7 +145,7 @@ def test_reduced_precision_is_exact_search_over_the_stored_weights(precision: st
     error = np.abs(stored.to_dense() - docs.to_dense()).max()
     assert 0 < error <= (0.005 if precision == "impact" else 1e-3)
     assert_same(index.search(queries, k=10), brute_force(queries, stored, index.ids, 10))
-    assert index._weights.dtype == (np.uint16 if precision == "impact" else np.float16)
+    assert index._postings.columns["weights"].dtype == (np.uint16 if precision == "impact" else np.float16)
 
 
 def test_impact_overflow_and_invalid_inputs() -> None:
@@ -178,7 +181,7 @@ def test_save_load_roundtrip_is_memory_mapped_and_identical(tmp_path: Path) -> N
         before = index.search(queries)
         path = index.save(tmp_path / precision)
         loaded = SparseIndex.load(path)
-        assert isinstance(loaded._slots, np.memmap) and loaded.metadata == {"note": "ünïcode"}
+        assert isinstance(loaded._postings.slots, np.memmap) and loaded.metadata == {"note": "ünïcode"}
         assert loaded.ids == index.ids and loaded.precision == precision
         after = loaded.search(queries)
         assert after.ids == before.ids
@@ -191,24 +194,30 @@ def test_save_load_roundtrip_is_memory_mapped_and_identical(tmp_path: Path) -> N
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def array_file(path: Path, name: str) -> Path:
+    """The file holding array `name` of a saved index (files are named per save)."""
+    return path / json.loads((path / "index.json").read_text())["arrays"][name]
+
+
 def test_corrupt_missing_or_foreign_files_are_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     index = SparseIndex()
     index.add_vectors(random_batch(rng, 50))
     path = index.save(tmp_path / "index")
-    weights = path / "weights.npy"
+    weights = array_file(path, "weights")
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(IndexFormatError, match="weights.npy: checksum mismatch"):
+    with pytest.raises(IndexFormatError, match=r"weights-[0-9a-f]{12}.npy: checksum mismatch"):
         SparseIndex.load(path)
     assert len(SparseIndex.load(path, verify=False)) == 50  # size matches; the caller opted out
     weights.unlink()
-    with pytest.raises(IndexFormatError, match="weights.npy: missing"):
+    with pytest.raises(IndexFormatError, match=r"weights-[0-9a-f]{12}.npy: missing"):
         SparseIndex.load(path)
     index.save(path)
     manifest = json.loads((path / "index.json").read_text())
-    (path / "index.json").write_text(json.dumps({**manifest, "version": 99}))
+    manifest = {**manifest, "version": 99}
+    (path / "index.json").write_text(json.dumps({**manifest, "checksum": index_folder.header_checksum(manifest)}))
     with pytest.raises(IndexFormatError, match="format version 99"):
         SparseIndex.load(path)
     with pytest.raises(FileNotFoundError, match="not an index folder"):
@@ -234,8 +243,8 @@ def test_a_crash_mid_save_leaves_the_previous_index(tmp_path: Path, monkeypatch:
             raise OSError("disk full")
         return real(file)
 
-    real = retrieval._sha256
-    monkeypatch.setattr(retrieval, "_sha256", crash_on_third)
+    real = index_folder._sha256
+    monkeypatch.setattr(index_folder, "_sha256", crash_on_third)
     with pytest.raises(OSError, match="disk full"):
         new.save(path)
     monkeypatch.undo()

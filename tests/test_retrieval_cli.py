@@ -1,8 +1,7 @@
-"""The index and search command functions (the lead wires them into `spladerunner`)."""
+"""`spladerunner index` and `search` through the CLI entry point `main()`, on real files."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,19 +9,14 @@ import numpy as np
 import pytest
 from paths import SHARED, TOKENIZER_JSON
 
-from spladerunner.retrieval import SparseIndex, add_index_arguments, add_search_arguments, run_index, run_search
+from spladerunner.cli import main
+from spladerunner.retrieval import SparseIndex
 
 IDF = SHARED / "idf" / "opensearch-neural-sparse-v1" / "idf.json"
 
 CORPUS = [{"_id": "cats", "title": "Cats", "text": "Cats purr when they are content."},
           {"_id": "dogs", "title": "Dogs", "text": "Dogs bark at strangers and chase balls."},
           {"_id": "fish", "text": "Goldfish grow to fit their pond."}]
-
-
-def parse(add_arguments, argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(argv)
 
 
 @pytest.fixture()
@@ -34,22 +28,22 @@ def corpus(tmp_path: Path) -> Path:
 
 def test_index_then_search(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "index"
-    assert run_index(parse(add_index_arguments, [str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
-                                                 "--weights", "impact"])) == 0
+    assert main(["index", str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
+                                                 "--weights", "impact"]) == 0
     assert "indexed 3 documents" in capsys.readouterr().err
     index = SparseIndex.load(out)
     assert index.ids == ["cats", "dogs", "fish"] and index.precision == "impact"
     assert index.metadata["encoder"] == "bm25" and index.metadata["n_docs"] == 3
 
     # The query encoder comes back from the index's metadata: no --bm25 needed.
-    assert run_search(parse(add_search_arguments, [str(out), "why do dogs bark", "goldfish", "-k", "2"])) == 0
+    assert main(["search", str(out), "why do dogs bark", "goldfish", "-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["0", "Q0", "dogs", "1"] and lines[-1].split()[:3] == ["1", "Q0", "fish"]
 
     queries = tmp_path / "queries.jsonl"
     queries.write_text(json.dumps({"_id": "q7", "text": "purring cats"}) + "\n")
-    assert run_search(parse(add_search_arguments, [str(out), "--queries-file", str(queries),
-                                                   "--format", "jsonl"])) == 0
+    assert main(["search", str(out), "--queries-file", str(queries),
+                 "--format", "jsonl"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["qid"] == "q7" and record["hits"][0]["id"] == "cats"
 
@@ -57,27 +51,56 @@ def test_index_then_search(corpus: Path, tmp_path: Path, capsys: pytest.CaptureF
 def test_inference_free_queries_and_custom_fields(corpus: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "index"
-    run_index(parse(add_index_arguments, [str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
-                                          "--text-field", "text", "--idf-queries", str(IDF)]))
+    main(["index", str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
+          "--text-field", "text", "--idf-queries", str(IDF)])
     assert SparseIndex.load(out).metadata["idf_queries"] == str(IDF.resolve())
     lines_file = tmp_path / "queries.txt"
     lines_file.write_text("chase balls\n\ncontent cats\n")
-    run_search(parse(add_search_arguments, [str(out), "--queries-file", str(lines_file), "-k", "1"]))
+    main(["search", str(out), "--queries-file", str(lines_file), "-k", "1"])
     assert [line.split()[:3] for line in capsys.readouterr().out.splitlines()] == [["0", "Q0", "dogs"],
                                                                                    ["1", "Q0", "cats"]]
 
 
-def test_errors_are_clear(corpus: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--tokenizer"):
-        run_index(parse(add_index_arguments, [str(corpus), str(tmp_path / "x"), "--bm25"]))
-    with pytest.raises(ValueError, match="no id field"):
-        run_index(parse(add_index_arguments, [str(corpus), str(tmp_path / "x"), "--bm25", "--tokenizer",
-                                              str(TOKENIZER_JSON), "--id-field", "docid"]))
+def test_errors_are_one_line_messages_naming_file_and_line(corpus: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    def error(*argv: str) -> str:
+        assert main(list(argv)) == 1
+        return capsys.readouterr().err
+
+    assert "--tokenizer" in error("index", str(corpus), str(tmp_path / "x"), "--bm25")
+    bm25 = ["--bm25", "--tokenizer", str(TOKENIZER_JSON)]
+    assert "corpus.jsonl:1: no id field 'docid'" in error(
+        "index", str(corpus), str(tmp_path / "x"), *bm25, "--id-field", "docid")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"_id": "a", "text": "ok"}\nnot json\n')
-    with pytest.raises(ValueError, match="bad.jsonl:2"):
-        run_index(parse(add_index_arguments, [str(bad), str(tmp_path / "x"), "--bm25", "--tokenizer",
-                                              str(TOKENIZER_JSON)]))
+    for line, message in [("not json", "bad.jsonl:2: not valid JSON"),
+                          ("[" * 100_000 + "]" * 100_000, "bad.jsonl:2: JSON nested too deeply"),
+                          ('{"_id": ' + "9" * 5000 + ', "text": "x"}', "bad.jsonl:2: unreadable JSON value"),
+                          ('{"_id": 1e999, "text": "x"}', "bad.jsonl:2: unreadable JSON value"),
+                          ('{"_id": NaN, "text": "x"}', "bad.jsonl:2: unreadable JSON value"),
+                          ('{"_id": 2.5, "text": "x"}', "bad.jsonl:2: id 2.5 must be a string or an integer"),
+                          ('["a list"]', "bad.jsonl:2: expected a JSON object"),
+                          ('{"_id": "b", "text": 7}', "bad.jsonl:2: field 'text' must be a string")]:
+        bad.write_text('{"_id": "a", "text": "ok"}\n' + line + "\n")
+        assert message in error("index", str(bad), str(tmp_path / "x"), *bm25), line[:30]
+    assert not (tmp_path / "x").exists()
+    assert "no queries" in error("search", str(tmp_path / "x"))
+    assert "not an index folder" in error("search", str(tmp_path), "query")
+
+
+def test_index_uses_titles_by_default(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`index` joins title and text unless --text-field says otherwise (main() once forced `text` only)."""
+    out = tmp_path / "index"
+    assert main(["index", str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON)]) == 0
+    assert main(["search", str(out), "dogs", "-k", "3", "--format", "jsonl"]) == 0
+    # "Dogs" appears in the dogs title and text: BM25 over title + text weighs it more than text alone would.
+    with_title = json.loads(capsys.readouterr().out.splitlines()[-1])["hits"][0]
+    assert main(["index", str(corpus), str(out), "--bm25", "--tokenizer", str(TOKENIZER_JSON),
+                 "--text-field", "text"]) == 0
+    assert main(["search", str(out), "dogs", "-k", "3", "--format", "jsonl"]) == 0
+    text_only = json.loads(capsys.readouterr().out.splitlines()[-1])["hits"][0]
+    assert with_title["id"] == text_only["id"] == "dogs" and with_title["score"] > text_only["score"]
+    assert main(["search", str(out), "cats", "-k", "3"]) == 0
+    capsys.readouterr()
 
 
 def test_a_model_index_searches_like_its_expander(tiny_bert_export: Path, corpus: Path, tmp_path: Path,
@@ -85,8 +108,7 @@ def test_a_model_index_searches_like_its_expander(tiny_bert_export: Path, corpus
     from spladerunner.expander import Expander
 
     out = tmp_path / "index"
-    run_index(parse(add_index_arguments, [str(corpus), str(out), "--model", str(tiny_bert_export),
-                                          "--precision", "fp32"]))
+    main(["index", str(corpus), str(out), "--model", str(tiny_bert_export), "--precision", "fp32"])
     assert SparseIndex.load(out).metadata == {"encoder": "model", "model": str(tiny_bert_export.resolve()),
                                               "precision": "fp32"}
     expander = Expander(tiny_bert_export, precision="fp32")
@@ -94,6 +116,6 @@ def test_a_model_index_searches_like_its_expander(tiny_bert_export: Path, corpus
     queries = ["why do dogs bark", "goldfish pond"]
     scores = expander.expand_batch(queries, query=True).to_dense() @ docs.to_dense().T
     expected = [[CORPUS[d]["_id"] for d in np.argsort(-row, kind="stable") if row[d] > 0] for row in scores]
-    run_search(parse(add_search_arguments, [str(out), *queries]))  # model and precision come from the index
+    main(["search", str(out), *queries])  # model and precision come from the index
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [[doc for qid, _, doc, *_ in lines if qid == str(q)] for q in range(2)] == expected

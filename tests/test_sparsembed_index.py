@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from spladerunner import retrieval, sparsembed_index
-from spladerunner.retrieval import IndexFormatError
+from spladerunner import scoring, sparsembed_index
+from spladerunner.errors import IndexFormatError
 from spladerunner.sparse import SparseBatch, SparseVector
 from spladerunner.sparsembed import SparsEmbedBatch
 from spladerunner.sparsembed_index import SparsEmbedIndex
@@ -59,7 +59,7 @@ def data():
 def test_exact_search_equals_brute_force(data, monkeypatch):
     documents, queries = data
     # Tiny chunks and blocks: several query chunks and embedding blocks per search.
-    monkeypatch.setattr(retrieval, "MAX_SCORE_CELLS", 200)  # query chunks are cut in retrieval
+    monkeypatch.setattr(scoring, "MAX_SCORE_CELLS", 200)  # query chunks are cut in scoring
     monkeypatch.setattr(sparsembed_index, "BLOCK", 7)
     index = SparsEmbedIndex()
     index.add_vectors(documents.take(np.arange(30)))
@@ -112,7 +112,8 @@ def test_save_load_round_trip(tmp_path, data):
     path = index.save(tmp_path / "index")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
     loaded = SparsEmbedIndex.load(path)
-    assert isinstance(loaded._embeddings.base, np.memmap) or isinstance(loaded._embeddings, np.memmap)
+    embeddings = loaded._postings.columns["embeddings"]
+    assert isinstance(embeddings.base, np.memmap) or isinstance(embeddings, np.memmap)
     assert loaded.metadata == {"model": "tiny"} and loaded.ids == index.ids
     again = loaded.search(queries, k=6)
     assert again.ids == expected.ids
@@ -131,11 +132,11 @@ def test_corrupt_or_foreign_folders_are_refused(tmp_path, data):
     index = SparsEmbedIndex()
     index.add_vectors(documents)
     path = index.save(tmp_path / "index")
-    embeddings = path / "embeddings.npy"
+    embeddings = path / json.loads((path / "index.json").read_text())["arrays"]["embeddings"]
     raw = bytearray(embeddings.read_bytes())
     raw[-1] ^= 0xFF
     embeddings.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError, match="embeddings.npy: checksum mismatch"):
+    with pytest.raises(IndexFormatError, match=r"embeddings-[0-9a-f]{12}.npy: checksum mismatch"):
         SparsEmbedIndex.load(path)
     manifest = json.loads((path / "index.json").read_text())
     (path / "index.json").write_text(json.dumps({**manifest, "version": 99}))

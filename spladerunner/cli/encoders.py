@@ -1,0 +1,93 @@
+"""Encoder options shared by `index`, `search` and `eval`: a SPLADE model, BM25 or inference-free IDF queries."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..loading import DEFAULT_MODEL
+from ..manifest import PRECISIONS
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help=f"model folder or hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--bm25", action="store_true", help="BM25 over WordPiece tokens instead of a model")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer.json for --bm25 / --idf-queries")
+    parser.add_argument("--idf-queries", default=None, metavar="IDF_JSON",
+                        help="encode queries with this IDF table only (inference-free, doc-only models)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="model precision")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress line on stderr (default: when stderr is a terminal)")
+
+
+def encoders_from_args(args: argparse.Namespace, saved: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    """(document encoder, query encoder) the arguments choose; `saved` is an index's metadata to fall back on.
+
+    A BM25 document encoder comes back unfitted: the caller fits it on its corpus.
+    """
+    saved = saved or {}
+    if args.bm25 or (args.model is None and saved.get("encoder") == "bm25"):
+        tokenizer = args.tokenizer or saved.get("tokenizer")
+        if tokenizer is None:
+            raise InputError("--bm25 needs --tokenizer PATH (a tokenizer.json)")
+        from ..bm25 import BM25Encoder
+
+        documents = BM25Encoder(tokenizer)
+    else:
+        from ..expander import Expander
+
+        documents = Expander(args.model or saved.get("model") or DEFAULT_MODEL,
+                             precision=args.precision or saved.get("precision"), threads=args.threads)
+    idf = args.idf_queries or saved.get("idf_queries")
+    if idf is None:
+        return documents, documents
+    from ..idf_queries import IdfQueryEncoder
+
+    return documents, IdfQueryEncoder(documents.tokenizer, idf)
+
+
+def encoder_metadata(args: argparse.Namespace, documents: Any) -> dict[str, Any]:
+    """What `search` needs to rebuild the query encoder, saved in the index (local paths made absolute)."""
+    from ..bm25 import BM25Encoder
+
+    if isinstance(documents, BM25Encoder):
+        meta: dict[str, Any] = {"encoder": "bm25", "tokenizer": str(Path(args.tokenizer).resolve()),
+                                **documents.parameters()}
+    else:
+        source = documents.source
+        meta = {"encoder": "model", "model": str(source.folder.resolve()) if source.is_local else source.name,
+                "precision": documents.precision}
+    if args.idf_queries:
+        meta["idf_queries"] = str(Path(args.idf_queries).resolve())
+    return meta
+
+
+def index_corpus(args: argparse.Namespace, corpus: Sequence[Mapping[str, Any]], *, key: str,
+                 on: Sequence[str]) -> tuple[Any, Any]:
+    """Index a corpus with the encoders the arguments choose -> (SparseIndex, query encoder).
+
+    BM25 is fitted on the corpus and weighs it in the same tokenisation.
+    """
+    from ..bm25 import BM25Encoder
+    from ..documents import document_texts
+    from ..retrieval import SparseIndex
+
+    documents, queries = encoders_from_args(args)
+    if isinstance(documents, BM25Encoder):
+        ids, texts = document_texts(corpus, key=key, on=on)
+        vectors = documents.fit_expand(texts)  # fitted first: its parameters go into the metadata
+    index = SparseIndex(documents, precision=args.weights, metadata=encoder_metadata(args, documents))
+    if isinstance(documents, BM25Encoder):
+        index.add_vectors(vectors, ids)
+    else:
+        show = args.progress if args.progress is not None else sys.stderr.isatty()
+        index.add(corpus, key=key, on=on, batch_size=args.batch_size, progress=show)
+    return index, queries

@@ -1,0 +1,302 @@
+"""What `SparseIndex` and `SparsEmbedIndex` share: document ids and slots, term-grouped postings, and
+adding, deleting, compacting, saving and loading them, safely from many threads.
+
+Each document gets a slot (its position in the order documents were added, the tie order); the
+postings hold, per vocabulary term, the slots of the documents that contain it (ascending) and
+per-posting columns (SPLADE weights; SparsEmbed embeddings too). Added documents wait in a pending
+list and are merged into the postings at the next search; deleted slots are masked in search and
+dropped at compaction (once they outnumber the live ones, or at save).
+
+Threads: the postings are published as an immutable `Postings` snapshot that is replaced, never
+changed in place. Writers (add, delete, merge, compact, save) hold the index's lock; a search holds
+it only while it merges pending documents (if any) and takes the current snapshot, then scores
+without it, so concurrent searches run in parallel and a search never sees half an update.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .documents import check_k, check_new_ids
+from .errors import IndexFormatError, InputError
+from .index_folder import (
+    count_field,
+    decode_ids,
+    encode_ids,
+    read_arrays,
+    read_manifest,
+    write_index_folder,
+)
+from .results import SearchResults
+from .scoring import group_by_term, padded_width, search_in_chunks, top_k
+
+Index = TypeVar("Index", bound="PostingsIndex")
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One consistent state of the postings, as searches see it.
+
+    term_ptr: [vocab_size + 1] offsets of each term's postings; slots: int32 document slot per posting;
+    columns: per-posting arrays (first axis = postings); ids: slot -> document id (entries below
+    `n_slots` never change); dead: deleted slots below `n_slots`.
+    """
+
+    term_ptr: np.ndarray
+    slots: np.ndarray
+    columns: Mapping[str, np.ndarray]
+    ids: list[str]
+    n_slots: int
+    dead: np.ndarray
+
+    @property
+    def width(self) -> int:
+        """Columns of a score row (documents, padded for `top_k`; padding scores 0, so it is never a hit)."""
+        return padded_width(self.n_slots)
+
+    def rank(self, cells: np.ndarray, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat scores [n_rows * width] -> top k (slots, scores) per row, deleted documents excluded."""
+        scores = cells.astype(np.float64, copy=False).reshape(n_rows, self.width)
+        if self.dead.size:
+            scores[:, self.dead] = 0.0
+        return top_k(scores, k)
+
+
+class PostingsIndex:
+    """Base of the inverted indexes; subclasses say how vectors become posting columns and how to score."""
+
+    FORMAT_NAME: ClassVar[str]
+    COLUMNS: ClassVar[tuple[str, ...]]  # names of the per-posting columns, in save order
+
+    def __init__(self, encoder: Any = None, *, metadata: dict[str, Any] | None = None):
+        self.encoder = encoder
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.vocab_size: int | None = None
+        self._lock = threading.RLock()
+        self._ids: list[str] = []
+        self._slot: dict[str, int] = {}
+        self._dead: list[int] = []
+        self._pending: list[Any] = []
+        self._postings: Postings | None = None
+
+    # -- to be defined by subclasses --------------------------------------------------------------
+
+    def _empty_columns(self) -> dict[str, np.ndarray]:
+        """Zero-length columns of the right dtypes and trailing shapes."""
+        raise NotImplementedError
+
+    def _new_postings(self, batch: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """A batch of vectors -> (terms, postings per row, columns), row-major: what to merge."""
+        raise NotImplementedError
+
+    def _header(self) -> dict[str, Any]:
+        """Manifest fields (besides format, sizes and files) that `_from_manifest` reads back."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_manifest(cls: type[Index], manifest: Mapping[str, Any], path: Path, encoder: Any) -> Index:
+        """An empty index with the settings the manifest records."""
+        raise NotImplementedError
+
+    def _column_layout(self, n_postings: int) -> dict[str, tuple[int, type]]:
+        """{column: (flattened length, dtype)} of the saved columns."""
+        raise NotImplementedError
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _init_postings(self, vocab_size: int) -> None:
+        self.vocab_size = int(vocab_size)
+        self._postings = Postings(np.zeros(self.vocab_size + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
+                                  self._empty_columns(), self._ids, 0, np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        """Live documents (deleted ones do not count)."""
+        return len(self._slot)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._slot
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of the live documents, in the order they were added (the tie order)."""
+        with self._lock:
+            return [doc for slot, doc in enumerate(self._ids) if self._slot.get(doc) == slot]
+
+    def _register(self, ids: Sequence[str] | None, n_vectors: int, replace_ids: bool) -> list[str]:
+        """Check and assign slots to the ids of `n_vectors` new documents (caller holds the lock)."""
+        ids = [str(i) for i in ids] if ids is not None else [str(len(self._ids) + i) for i in range(n_vectors)]
+        if len(ids) != n_vectors:
+            raise InputError(f"{len(ids)} ids for {n_vectors} vectors")
+        check_new_ids(ids, () if replace_ids else self._slot, "; pass replace=True")
+        return ids
+
+    def _append(self, ids: list[str], vectors: Any, replace_ids: bool) -> None:
+        """Add checked vectors under their ids (caller holds the lock)."""
+        if replace_ids:
+            self._delete_locked([i for i in ids if i in self._slot])
+        first = len(self._ids)
+        self._ids.extend(ids)
+        self._slot.update(zip(ids, range(first, first + len(ids))))
+        self._pending.append(vectors)
+
+    def delete(self, ids: Iterable[str], *, missing_ok: bool = False) -> int:
+        """Remove documents by id; returns how many were removed."""
+        ids = [str(i) for i in ids]
+        with self._lock:
+            missing = [i for i in ids if i not in self._slot]
+            if missing and not missing_ok:
+                raise KeyError(f"{len(missing)} id(s) not in the index, e.g. {missing[0]!r}")
+            return self._delete_locked(ids)
+
+    def _delete_locked(self, ids: Sequence[str]) -> int:
+        removed = [self._slot.pop(i) for i in dict.fromkeys(ids) if i in self._slot]
+        if removed:
+            self._dead.extend(removed)
+            if self._postings is not None:
+                self._postings = replace(self._postings, dead=self._dead_below(self._postings.n_slots))
+        return len(removed)
+
+    def _dead_below(self, n_slots: int) -> np.ndarray:
+        dead = np.asarray(self._dead, dtype=np.int64)
+        return dead[dead < n_slots]
+
+    # -- merging and compaction -----------------------------------------------------------------
+
+    def _snapshot(self) -> Postings:
+        """The current postings, with pending documents merged (and compacted when mostly deleted)."""
+        with self._lock:
+            if self._postings is None:
+                raise InputError("the index is empty")
+            self._merge_pending()
+            if len(self._dead) > len(self._slot):
+                self._compact_locked()
+            return self._postings
+
+    def _merge_pending(self) -> None:
+        if not self._pending:
+            return
+        batch = type(self._pending[0]).concat(self._pending) if len(self._pending) > 1 else self._pending[0]
+        old = self._postings
+        terms, counts, columns = self._new_postings(batch)
+        n_new = len(counts)
+        slots = np.repeat(np.arange(old.n_slots, old.n_slots + n_new, dtype=np.int32), counts)
+        ptr_b, order = group_by_term(terms, self.vocab_size)
+        ptr_a = old.term_ptr
+        term_ptr = ptr_a + ptr_b
+        # New slots all follow the old ones: old posting j of term t moves to j + ptr_b[t], new posting j of
+        # term t goes to j + ptr_a[t + 1], so each term's slots stay ascending without a sort.
+        dest_a = np.arange(len(old.slots)) + np.repeat(ptr_b[:-1], np.diff(ptr_a))
+        dest_b = np.arange(len(order)) + np.repeat(ptr_a[1:], np.diff(ptr_b))
+
+        def place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            merged = np.empty((int(term_ptr[-1]), *a.shape[1:]), dtype=a.dtype)
+            merged[dest_a], merged[dest_b] = a, b[order]
+            return merged
+
+        n_slots = old.n_slots + n_new
+        self._postings = Postings(term_ptr, place(old.slots, slots),
+                                  {name: place(old.columns[name], columns[name]) for name in self.COLUMNS},
+                                  self._ids, n_slots, self._dead_below(n_slots))
+        self._pending = []
+
+    def compact(self) -> None:
+        """Merge pending documents, drop deleted ones' postings and renumber slots (order, hence ties, kept)."""
+        with self._lock:
+            if self._postings is None:
+                return
+            self._merge_pending()
+            self._compact_locked()
+
+    def _compact_locked(self) -> None:
+        if not self._dead:
+            return
+        old = self._postings
+        alive = np.ones(len(self._ids), dtype=bool)
+        alive[self._dead] = False
+        new_slot = np.cumsum(alive, dtype=np.int64) - 1
+        keep = alive[old.slots]
+        terms = np.repeat(np.arange(self.vocab_size), np.diff(old.term_ptr))[keep]
+        term_ptr = np.zeros(self.vocab_size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=self.vocab_size), out=term_ptr[1:])
+        self._ids = [i for i, a in zip(self._ids, alive.tolist()) if a]
+        self._slot = dict(zip(self._ids, range(len(self._ids))))
+        self._dead = []
+        self._postings = Postings(term_ptr, new_slot[old.slots[keep]].astype(np.int32),
+                                  {name: old.columns[name][keep] for name in self.COLUMNS},
+                                  self._ids, len(self._ids), np.zeros(0, dtype=np.int64))
+
+    # -- searching ------------------------------------------------------------------------------
+
+    def _search_postings(self, n_queries: int, k: object, score: Any) -> SearchResults:
+        """Top-k results of `n_queries` queries; `score(postings, start, stop, k)` scores a chunk of them.
+
+        k above the number of documents is cut to it (so k=10**9 allocates nothing large).
+        """
+        k = check_k(k)
+        if self._postings is None:
+            return SearchResults([[] for _ in range(n_queries)], [np.zeros(0, np.float32)] * n_queries)
+        postings = self._snapshot()
+        k = min(k, max(postings.n_slots, 1))
+        slots, scores = search_in_chunks(n_queries, postings.n_slots, k,
+                                         lambda start, stop: score(postings, start, stop, k))
+        return SearchResults.from_slots(slots, scores, postings.ids)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to folder `path`, crash-safe (see `index_folder`); returns the path.
+
+        An existing folder is replaced only if it is an index folder (or empty).
+        """
+        with self._lock:
+            if self._postings is None:
+                raise InputError("cannot save an empty index that has no vocabulary size yet")
+            self.compact()
+            postings = self._postings
+            id_bytes, id_offsets = encode_ids(postings.ids)
+            arrays = {"term_ptr": postings.term_ptr, "slots": postings.slots,
+                      **{name: postings.columns[name].reshape(-1) for name in self.COLUMNS},
+                      "id_bytes": id_bytes, "id_offsets": id_offsets}
+            header = {"format": self.FORMAT_NAME, "vocab_size": self.vocab_size, "documents": postings.n_slots,
+                      "postings": len(postings.slots), **self._header(), "metadata": self.metadata}
+            return write_index_folder(path, arrays, header)
+
+    @classmethod
+    def load(cls: type[Index], path: str | Path, encoder: Any = None, *, mmap: bool = True,
+             verify: bool = True) -> Index:
+        """Open a saved index; arrays are memory-mapped read-only unless `mmap=False`.
+
+        verify: check every file's sha256 against `index.json` (reads each file once).
+        Raises `IndexFormatError` naming the file for anything missing, corrupt, modified or of
+        another format or version.
+        """
+        path = Path(path)
+        manifest = read_manifest(path, cls.FORMAT_NAME)
+        vocab_size = count_field(manifest, "vocab_size", path, minimum=1)
+        n_docs = count_field(manifest, "documents", path)
+        n_postings = count_field(manifest, "postings", path)
+        index = cls._from_manifest(manifest, path, encoder)
+        layout = {"term_ptr": (vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
+                  **index._column_layout(n_postings), "id_bytes": (None, np.uint8),
+                  "id_offsets": (n_docs + 1, np.int64)}
+        arrays = read_arrays(path, manifest, layout, mmap=mmap, verify=verify)
+        term_ptr, slots = arrays["term_ptr"], arrays["slots"]
+        if term_ptr[0] != 0 or term_ptr[-1] != n_postings or np.any(np.diff(term_ptr) < 0) or (
+                n_postings and (int(slots.min()) < 0 or int(slots.max()) >= n_docs)):
+            raise IndexFormatError(f"{path}: postings arrays disagree with each other or with the manifest")
+        ids = decode_ids(path, arrays["id_bytes"], arrays["id_offsets"])
+        if len(set(ids)) != len(ids):
+            raise IndexFormatError(f"{path}: document ids are not unique")
+        empty = index._empty_columns()
+        columns = {name: arrays[name].reshape(-1, *empty[name].shape[1:]) for name in cls.COLUMNS}
+        index.vocab_size = vocab_size
+        index._ids = ids
+        index._slot = dict(zip(ids, range(n_docs)))
+        index._postings = Postings(term_ptr, slots, columns, ids, n_docs, np.zeros(0, dtype=np.int64))
+        return index

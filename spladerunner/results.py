@@ -1,0 +1,42 @@
+"""Search results: the top-k document ids and scores of each query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """Top-k hits per query, best first: `ids[q]` document ids, `scores[q]` their float32 scores.
+
+    Only documents scoring > 0 (sharing a term with the query) are hits, so a query may have fewer
+    than k, and an empty query none.
+    """
+
+    ids: list[list[str]]
+    scores: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def hits(self, query: int) -> list[tuple[str, float]]:
+        """(document id, score) pairs of one query."""
+        return list(zip(self.ids[query], self.scores[query].tolist()))
+
+    def to_run(self, query_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """`{query id: {doc id: score}}`, the run format of `evaluation.evaluate` and pytrec_eval."""
+        if len(query_ids) != len(self):
+            raise InputError(f"{len(query_ids)} query ids for {len(self)} result lists")
+        return {str(q): dict(self.hits(i)) for i, q in enumerate(query_ids)}
+
+    @classmethod
+    def from_slots(cls, slots: np.ndarray, scores: np.ndarray, ids: Sequence[str]) -> SearchResults:
+        """Results from `top_k` output: document slots [n_queries, k] (-1 padded) indexing `ids`, and scores."""
+        counts = np.count_nonzero(slots >= 0, axis=1).tolist()
+        return cls([[ids[s] for s in row[:n]] for row, n in zip(slots.tolist(), counts)],
+                   [row[:n] for row, n in zip(scores.astype(np.float32), counts)])
