@@ -156,12 +156,44 @@ def precision_rows(docs: SparseBatch, queries: SparseBatch, scifact: tuple | Non
     return rows
 
 
+def thread_rows(docs: SparseBatch, queries: SparseBatch, k: int, repeat: int) -> dict[str, dict]:
+    """One shared index searched one query per call (as a web server does) from 1, 2, ... threads.
+
+    Searches do not take the index's lock while scoring (they read an immutable snapshot), so the
+    speed-up is what numpy's GIL-free kernels allow, not a lock's.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = SparseIndex()
+    index.add_vectors(docs)
+    singles = [queries.take(np.array([q])) for q in range(len(queries))]
+    expected = index.search(queries, k).ids
+    rows, single = {}, None
+    for threads in sorted({1, 2, os.cpu_count() or 1}):
+        with ThreadPoolExecutor(threads) as pool:
+            seconds, results = best_time(lambda p=pool: list(p.map(lambda q: index.search(q, k).ids[0], singles)),
+                                         repeat)
+        if results != expected:
+            raise AssertionError(f"{threads} threads returned other results than one batch search")
+        single = single or seconds
+        rows[f"{threads} thread(s)"] = {"q/s": f"{len(singles) / seconds:,.0f}", "speed-up": f"{single / seconds:.2f}x"}
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="small and fast (CI)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per engine (the best counts)")
     parser.add_argument("-k", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--output", default=None, help="also write the tables to this markdown file "
+                        "(benchmarks/RESULTS-search.md for a full run)")
     args = parser.parse_args(argv)
+    report: list[str] = []
+
+    def emit(text: str) -> None:
+        print(text)
+        report.append(text)
+
     if not TOKENIZER.is_file():
         print(f"skipped: {TOKENIZER} not found", file=sys.stderr)
         return 0
@@ -177,16 +209,21 @@ def main(argv: list[str] | None = None) -> int:
         encoded[name] = (data, BM25Encoder(TOKENIZER).fit_expand(texts))
         for k in args.k:
             speed.update(speed_rows(name, encoded[name][1], queries, k, repeat))
-    print(f"## Batch search, spladerunner vs bm25s (numpy backend), {os.cpu_count()} CPUs\n")
-    print(markdown_table(speed))
+    emit(f"# Retrieval benchmark ({time.strftime('%Y-%m-%d %H:%M')}, `python -m benchmarks.bench_search`)\n")
+    emit(f"## Batch search, spladerunner vs bm25s (numpy backend), {os.cpu_count()} CPUs\n")
+    emit(markdown_table(speed))
     data, docs = encoded["scifact"]
     scifact = None
     if not args.smoke:
         query_ids, texts = data.judged_queries()
         scifact = (data, docs, encoder.expand_batch(texts, query=True), query_ids)
     k = min(args.k)
-    print(f"\n## Weight storage (msmarco-subset BM25 docs, SPLADE++ weighted queries, k={k})\n")
-    print(markdown_table(precision_rows(encoded["msmarco-subset"][1], queries, scifact, k, repeat)))
+    emit(f"\n## Weight storage (msmarco-subset BM25 docs, SPLADE++ weighted queries, k={k})\n")
+    emit(markdown_table(precision_rows(encoded["msmarco-subset"][1], queries, scifact, k, repeat)))
+    emit(f"\n## One shared index, one query per search call, from several threads (msmarco-subset, k={k})\n")
+    emit(markdown_table(thread_rows(encoded["msmarco-subset"][1], queries, k, repeat)))
+    if args.output:
+        Path(args.output).write_text("\n".join(report) + "\n", encoding="utf-8")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,28 @@ def test_expand_errors_are_one_line_messages(tiny_bert_export, tmp_path):
     assert result.returncode != 0 and "bad.jsonl:2: no field 'text'" in result.stderr
     result = run_cli("expand", "--model", str(tmp_path / "missing-model"), stdin="x\n")
     assert result.returncode == 1 and "no such model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_expand_output_appears_only_when_complete(tiny_bert_export, tmp_path):
+    """-o FILE is written under a temporary name and renamed at the end: a failed or interrupted run leaves
+    an existing FILE as it was and no new or partial one."""
+    out = tmp_path / "vectors.jsonl"
+    out.write_text("previous run\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"id": i, "text": f"text number {i}"}) + "\n" for i in range(600))
+                   + '{"id": 600, "text": 1}\n')
+    result = run_cli("expand", str(bad), "-o", str(out), "--model", str(tiny_bert_export))
+    assert result.returncode == 1 and "bad.jsonl:601: field 'text' must be a string" in result.stderr
+    assert out.read_text() == "previous run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "vectors.jsonl"]
+
+    fresh = tmp_path / "fresh.jsonl"
+    many = tmp_path / "many.txt"
+    many.write_text("the tilt of the axis causes the seasons\n" * 200_000)
+    process = subprocess.Popen([sys.executable, "-m", "spladerunner", "expand", str(many), "-o", str(fresh),
+                                "--model", str(tiny_bert_export), "--progress"], stderr=subprocess.PIPE, text=True)
+    assert "expanded:" in process.stderr.read(40)  # expansion has begun, the output is being written
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    assert not fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "many.txt", "vectors.jsonl"]
