@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .readers import read_jsonl
+from .readers import read_placed_jsonl, record_id, record_text
 from .sparse import SparseBatch
 
 ANSERINI_SCALE = 100.0
@@ -213,7 +213,13 @@ def read_impact_queries(path: str | Path, vocab: Sequence[str]) -> tuple[list[st
 
     Weights are the integer impacts as given (scale 1), e.g. shared/data/splade-queries.
     """
-    records = list(read_jsonl(path))
-    impacts = [r["impacts"] for r in records]
-    return ([str(r["qid"]) for r in records], [r["text"] for r in records],
-            from_token_lists([list(i) for i in impacts], [list(i.values()) for i in impacts], vocab))
+    qids, texts, impacts = [], [], []
+    for where, record in read_placed_jsonl(path):
+        qids.append(str(record_id(record, ["qid"], None, where)))
+        texts.append(record_text(record, ["text"], where))
+        weights = record.get("impacts")
+        if not isinstance(weights, dict) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values()):
+            raise InputError(f"{where}: 'impacts' must be an object token -> number")
+        impacts.append(weights)
+    return qids, texts, from_token_lists([list(i) for i in impacts], [list(i.values()) for i in impacts], vocab)

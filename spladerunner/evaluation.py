@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .readers import read_jsonl, record_id, record_text
+from .readers import read_placed_jsonl, record_id, record_text
 from .retrieval import SparseIndex
 from .sparse import SparseBatch
 
@@ -49,11 +49,10 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing; not a BEIR folder?")
-    corpus = [{**doc, "_id": str(record_id(doc, ["_id"], None, f"{folder / 'corpus.jsonl'}:{n}"))}
-              for n, doc in enumerate(read_jsonl(folder / "corpus.jsonl"), 1)]
-    queries_file = folder / "queries.jsonl"
-    queries = {str(record_id(q, ["_id"], None, f"{queries_file}:{n}")): record_text(q, ["text"], f"{queries_file}:{n}")
-               for n, q in enumerate(read_jsonl(queries_file), 1)}
+    corpus = [{**doc, "_id": str(record_id(doc, ["_id"], None, where))}
+              for where, doc in read_placed_jsonl(folder / "corpus.jsonl")]
+    queries = {str(record_id(query, ["_id"], None, where)): record_text(query, ["text"], where)
+               for where, query in read_placed_jsonl(folder / "queries.jsonl")}
     return BeirDataset(corpus, queries, read_qrels(folder / "qrels" / f"{split}.tsv"))
 
 

@@ -11,7 +11,6 @@ weight the OpenSearch tables themselves give to tokens never seen in training ([
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .errors import InputError
+from .readers import read_json_object
 from .sparse import SparseBatch
 from .tokenization import as_tokenizer, special_token_ids, token_counts, vocabulary
 
@@ -26,15 +26,11 @@ from .tokenization import as_tokenizer, special_token_ids, token_counts, vocabul
 def load_idf(path: str | Path) -> dict[str, float]:
     """Read an idf.json (token -> weight), checking that weights are finite numbers >= 0."""
     path = Path(path)
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: IDF table not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(table, dict):
-        raise InputError(f"{path}: expected a JSON object token -> weight")
-    bad = [t for t, w in table.items() if not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: IDF table not found")
+    table = read_json_object(path)
+    bad = [t for t, w in table.items()
+           if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0]
     if bad:
         raise InputError(f"{path}: token {bad[0]!r} has weight {table[bad[0]]!r}; weights must be numbers >= 0")
     return {t: float(w) for t, w in table.items()}

@@ -49,12 +49,25 @@ def parse_json_object(line: str, where: str) -> dict[str, Any]:
     return record
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file, skipping blank lines; errors name the file and line."""
+def read_placed_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("FILE:LINE", object) for each JSON object of a JSONL file, skipping blank lines: the place lets
+    the caller's own checks of a record name its line too."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                yield parse_json_object(line, f"{path}:{number}")
+                where = f"{path}:{number}"
+                yield where, parse_json_object(line, where)
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, skipping blank lines; errors name the file and line."""
+    return (record for _, record in read_placed_jsonl(path))
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A whole file holding one JSON object (a table, a config); errors name the file."""
+    with open(path, encoding="utf-8") as handle:
+        return parse_json_object(handle.read(), str(path))
 
 
 def detect_format(path: str | Path) -> Format:

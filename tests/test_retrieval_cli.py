@@ -119,3 +119,32 @@ def test_a_model_index_searches_like_its_expander(tiny_bert_export: Path, corpus
     main(["search", str(out), *queries])  # model and precision come from the index
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [[doc for qid, _, doc, *_ in lines if qid == str(q)] for q in range(2)] == expected
+
+
+def test_other_json_inputs_name_the_file_and_line(tmp_path: Path) -> None:
+    from spladerunner.adapters import read_impact_queries
+    from spladerunner.errors import InputError
+    from spladerunner.evaluation import load_beir
+    from spladerunner.idf_queries import load_idf
+
+    idf = tmp_path / "idf.json"
+    for text, message in [("[" * 100_000, "idf.json: JSON nested too deeply"),
+                          ('{"a": ' + "9" * 5000 + "}", "idf.json: unreadable JSON value"),
+                          ('{"a": true}', "token 'a' has weight True"), ("[]", "expected a JSON object")]:
+        idf.write_text(text)
+        with pytest.raises(InputError, match=message):
+            load_idf(idf)
+    queries = tmp_path / "impacts.jsonl"
+    queries.write_text('{"qid": 1, "text": "a", "impacts": {"a": 3}}\n\n{"qid": 2, "text": "b", "impacts": [1]}\n')
+    with pytest.raises(InputError, match="impacts.jsonl:3: 'impacts' must be an object"):
+        read_impact_queries(queries, ["[PAD]", "a", "b"])
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n\n{"text": "no id"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
+    with pytest.raises(InputError, match="queries.jsonl:3: no id field '_id'"):
+        load_beir(beir)
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    with pytest.raises(InputError, match="test.tsv:2: relevance 'high' is not an integer"):
+        load_beir(beir)
