@@ -18,10 +18,10 @@ import numpy as np
 def main() -> int:
     import onnxruntime
 
-    from export.build import ExportOptions
-    from export.convert import export_checkpoint
-    from export.factory import make_test_model, scifact_passages, scifact_queries
     from spladerunner import Expander
+    from spladerunner_export.build import ExportOptions
+    from spladerunner_export.convert import export_checkpoint
+    from spladerunner_export.factory import make_test_model, scifact_passages, scifact_queries
 
     print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
     root = Path(tempfile.mkdtemp(prefix="cuda-check-"))

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import onnx
 
-from export.graph import fuse_attention, fuse_pooling, untie_decoder, vocab_size
-from export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, check_parity, parity_batches
-from export.provenance import exporter_versions, sha256
-from export.quantize import quantize_int8, to_fp16
 from spladerunner.manifest import MODES, POOLINGS, PRECISIONS, GraphEntry, Manifest
 from spladerunner.tokenization import load_tokenizer, special_token_ids
+from spladerunner_export.graph import fuse_attention, fuse_pooling, untie_decoder, vocab_size
+from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, check_parity, parity_batches
+from spladerunner_export.provenance import exporter_versions, sha256
+from spladerunner_export.quantize import quantize_int8, to_fp16
 
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
@@ -28,7 +28,7 @@ class ExportOptions:
     top_k: int | None = None
     precisions: tuple[str, ...] = ("fp32", "int8")
     max_length: dict[str, int] = field(default_factory=lambda: {"query": 64, "document": 256})
-    # One Attention op per layer in the fp32/int8 graphs (`export.graph.fuse_attention`): int8 queries
+    # One Attention op per layer in the fp32/int8 graphs (`spladerunner_export.graph.fuse_attention`): int8 queries
     # 7.31 vs 8.84 ms unfused, int8 documents 20.05 vs 21.02 docs/s (lever table, benchmarks/RESULTS.md).
     fuse_attention: bool = True
     thresholds: Thresholds = Thresholds()

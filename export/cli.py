@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.build import ExportOptions
-from export.parity import Thresholds
 from spladerunner.manifest import Manifest
+from spladerunner_export.build import ExportOptions
+from spladerunner_export.parity import Thresholds
 
 COMMANDS = ("convert", "upgrade", "test-model", "sparsembed")
 
@@ -29,17 +29,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.insert(0, "convert")
     parsed = _parser().parse_args(args)
     if parsed.command == "test-model":
-        from export.factory import make_test_model
+        from spladerunner_export.factory import make_test_model
 
         folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed)
         if parsed.sparsembed:
-            from export.sparsembed import add_sparsembed_head
+            from spladerunner_export.sparsembed import add_sparsembed_head
 
             add_sparsembed_head(folder, seed=parsed.seed)
         print((folder / "calibration.json").read_text(encoding="utf-8"), end="")
         return 0
     if parsed.command == "sparsembed":
-        from export.sparsembed import export_sparsembed
+        from spladerunner_export.sparsembed import export_sparsembed
 
         k = {mode: value for mode, value in (("query", parsed.query_k), ("document", parsed.document_k)) if value}
         manifest = export_sparsembed(parsed.out, parsed.checkpoint, revision=parsed.revision, k=k,
@@ -52,12 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fuse_attention=not parsed.unfused_attention,
         thresholds=Thresholds(parsed.max_abs_diff, parsed.min_int8_cosine, parsed.min_fp16_cosine))
     if parsed.command == "upgrade":
-        from export.upgrade import upgrade_folder
+        from spladerunner_export.upgrade import upgrade_folder
 
         manifest = upgrade_folder(parsed.folder, parsed.out, graph=parsed.graph, revision=parsed.revision,
                                   options=options)
     else:
-        from export.convert import export_checkpoint
+        from spladerunner_export.convert import export_checkpoint
 
         if (parsed.query_checkpoint is None) != (parsed.document_checkpoint is None):
             _parser().error("--query-checkpoint and --document-checkpoint go together")

@@ -15,10 +15,10 @@ import torch
 from optimum.exporters.onnx import onnx_export_from_model
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
-from export.build import Encoder, ExportOptions, build
-from export.provenance import resolve_checkpoint
 from spladerunner.manifest import MODES, Manifest
 from spladerunner.tokenization import Batch, load_tokenizer
+from spladerunner_export.build import Encoder, ExportOptions, build
+from spladerunner_export.provenance import resolve_checkpoint
 
 
 def load_masked_lm(checkpoint: Path) -> PreTrainedModel:

@@ -28,12 +28,6 @@ import onnxruntime as ort
 import torch
 from transformers import PreTrainedModel
 
-from export.build import GRAPH_FILES
-from export.convert import load_masked_lm, write_tokenizer_json
-from export.factory import Arch, Size, make_test_model
-from export.parity import BATCH_SIZES, PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
-from export.provenance import exporter_versions, resolve_checkpoint, sha256
-from export.quantize import quantize_int8
 from spladerunner.manifest import (
     MODES,
     TOPK_EMBEDDINGS_OUTPUT,
@@ -44,6 +38,12 @@ from spladerunner.manifest import (
 )
 from spladerunner.sparsembed import SOFTMAX_AXES, marked_texts
 from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids
+from spladerunner_export.build import GRAPH_FILES
+from spladerunner_export.convert import load_masked_lm, write_tokenizer_json
+from spladerunner_export.factory import Arch, Size, make_test_model
+from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
+from spladerunner_export.provenance import exporter_versions, resolve_checkpoint, sha256
+from spladerunner_export.quantize import quantize_int8
 
 LINEAR_FILE = "linear.pt"
 METADATA_FILE = "metadata.json"

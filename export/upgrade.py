@@ -11,11 +11,11 @@ from pathlib import Path
 
 import onnx
 
-from export.build import Encoder, ExportOptions, build
-from export.graph import logits_output
-from export.parity import LogitsReference
-from export.provenance import resolve_checkpoint
 from spladerunner.manifest import MODES, Manifest
+from spladerunner_export.build import Encoder, ExportOptions, build
+from spladerunner_export.graph import logits_output
+from spladerunner_export.parity import LogitsReference
+from spladerunner_export.provenance import resolve_checkpoint
 
 GRAPH_CANDIDATES = ("model.onnx", "onnx/model.onnx")
 

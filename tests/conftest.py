@@ -17,13 +17,13 @@ FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spec
 
 def _factory():
     """The factory module, imported when a fixture first needs it (torch loads only then)."""
-    from export import factory
+    from spladerunner_export import factory
 
     return factory
 
 
 def _convert():
-    from export import convert
+    from spladerunner_export import convert
 
     return convert
 

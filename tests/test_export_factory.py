@@ -8,7 +8,7 @@ import json
 import pytest
 import transformers
 
-from export.factory import (  # noqa: E402
+from spladerunner_export.factory import (  # noqa: E402
     PASSAGE_RANGE,
     QUERY_RANGE,
     make_test_model,

@@ -15,18 +15,18 @@ import onnxruntime as ort
 import pytest
 from hf_cache import populate_hf_cache
 
-from export.build import ExportOptions  # noqa: E402
-from export.graph import GraphError, fuse_pooling, untie_decoder  # noqa: E402
-from export.upgrade import find_logits_graph, upgrade_folder  # noqa: E402
 from spladerunner.manifest import Manifest  # noqa: E402
 from spladerunner.tokenization import encode, load_tokenizer  # noqa: E402
+from spladerunner_export.build import ExportOptions  # noqa: E402
+from spladerunner_export.graph import GraphError, fuse_pooling, untie_decoder  # noqa: E402
+from spladerunner_export.upgrade import find_logits_graph, upgrade_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["do goldfish grow", "covid-19 transmission rates in schools and the role of ventilation", "x"]
 # Runs the CLI in a fresh interpreter and fails if torch or transformers got imported on the way.
 NO_TORCH = """
 import sys
-from export.cli import main
+from spladerunner_export.cli import main
 code = main(["upgrade", sys.argv[1], sys.argv[2]])
 leaked = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
 assert not leaked, f"upgrade imported {leaked}"
