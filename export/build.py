@@ -12,6 +12,7 @@ import onnx
 
 from spladerunner.manifest import MODES, POOLINGS, PRECISIONS, GraphEntry, Manifest
 from spladerunner.tokenization import load_tokenizer, special_token_ids
+from spladerunner_export.errors import ExportError
 from spladerunner_export.graph import fuse_attention, fuse_pooling, untie_decoder, vocab_size
 from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, check_parity, parity_batches
 from spladerunner_export.provenance import exporter_versions, sha256
@@ -35,12 +36,12 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            raise ExportError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown or "fp32" not in self.precisions:
-            raise ValueError(f"precisions must include fp32 and come from {PRECISIONS}, got {self.precisions}")
+            raise ExportError(f"precisions must include fp32 and come from {PRECISIONS}, got {self.precisions}")
         if any(self.max_length.get(mode, 0) < 2 for mode in MODES):
-            raise ValueError(f"max_length needs query and document lengths >= 2, got {self.max_length}")
+            raise ExportError(f"max_length needs query and document lengths >= 2, got {self.max_length}")
 
 
 @dataclass
@@ -64,10 +65,10 @@ def build(out: Path, encoders: dict[str, Encoder], modes: dict[str, str], tokeni
     specials = special_token_ids(tokenizer)
     vocab_sizes = {vocab_size(encoder.logits) for encoder in encoders.values()}
     if len(vocab_sizes) != 1:
-        raise ValueError(f"query and document graphs disagree on the vocabulary size: {sorted(vocab_sizes)}")
+        raise ExportError(f"query and document graphs disagree on the vocabulary size: {sorted(vocab_sizes)}")
     vocab = vocab_sizes.pop()
     if vocab < tokenizer.get_vocab_size(with_added_tokens=True):
-        raise ValueError(f"graph vocabulary ({vocab}) is smaller than the tokenizer's")
+        raise ExportError(f"graph vocabulary ({vocab}) is smaller than the tokenizer's")
 
     entries: dict[str, dict[str, GraphEntry]] = {}
     untied: dict[str, bool] = {}

@@ -6,28 +6,58 @@
     spladerunner-export test-model OUT [--arch bert|distilbert] [--size tiny|base] [--sparsembed]
     spladerunner-export sparsembed CHECKPOINT OUT [--query-k K] [--document-k K] [--softmax-axis positions|terms]
 
-Exits 1 when the parity check fails (the folder is still written, with its report).
+Exits 1 when the parity check fails (the folder is still written, with its report) or on an error
+(one line on stderr), and 2 on bad arguments or when the `export` extra is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from spladerunner.manifest import Manifest
-from spladerunner_export.build import ExportOptions
-from spladerunner_export.parity import Thresholds
+from spladerunner.errors import SpladerunnerError
+
+if TYPE_CHECKING:
+    from spladerunner.manifest import Manifest
 
 COMMANDS = ("convert", "upgrade", "test-model", "sparsembed")
+# Top-level modules of the `export` extra each command needs (`upgrade` runs on onnx + onnxruntime).
+# This module imports none of them, so a runtime-only install gets the hint instead of an ImportError.
+EXTRA_MODULES = ("torch", "transformers", "optimum", "onnx")
+NEEDS = {"upgrade": ("onnx",)}
+INSTALL_HINT = 'pip install "spladerunner[export]"'
+
+
+def missing_modules(command: str | None) -> list[str]:
+    """The extra's modules that `command` (None: any command) needs and this Python cannot import."""
+    return [name for name in NEEDS.get(command or "", EXTRA_MODULES) if importlib.util.find_spec(name) is None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in (*COMMANDS, "-h", "--help"):
         args.insert(0, "convert")
+    missing = missing_modules(args[0] if args[0] in COMMANDS else None)
+    if missing:
+        print(f"spladerunner-export needs the export extra, which is not installed (missing: {', '.join(missing)}). "
+              f"Install it with:\n    {INSTALL_HINT}", file=sys.stderr)
+        return 2
     parsed = _parser().parse_args(args)
+    try:
+        return _run(parsed)
+    except (SpladerunnerError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(parsed: argparse.Namespace) -> int:
+    from spladerunner_export.build import ExportOptions
+    from spladerunner_export.parity import Thresholds
+
     if parsed.command == "test-model":
         from spladerunner_export.factory import make_test_model
 
@@ -87,6 +117,8 @@ def _print_report(manifest: Manifest) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from spladerunner_export.parity import Thresholds
+
     parser = argparse.ArgumentParser(prog="spladerunner-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)

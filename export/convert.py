@@ -18,6 +18,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 from spladerunner.manifest import MODES, Manifest
 from spladerunner.tokenization import Batch, load_tokenizer
 from spladerunner_export.build import Encoder, ExportOptions, build
+from spladerunner_export.errors import ExportError
 from spladerunner_export.provenance import resolve_checkpoint
 
 
@@ -74,7 +75,7 @@ def export_checkpoint(out: str | Path, checkpoint: str | Path | None = None, *,
     """
     options = options or ExportOptions()
     if (checkpoint is None) == (query_checkpoint is None or document_checkpoint is None):
-        raise ValueError("give either one checkpoint or both a query and a document checkpoint")
+        raise ExportError("give either one checkpoint or both a query and a document checkpoint")
     names = {"": checkpoint} if checkpoint is not None else {"query": query_checkpoint,
                                                              "document": document_checkpoint}
     out = Path(out)
@@ -93,7 +94,7 @@ def export_checkpoint(out: str | Path, checkpoint: str | Path | None = None, *,
             model = load_masked_lm(resolved.path)
             encoders[key] = Encoder(export_logits(model), TorchReference(model, options.pooling))
         if any(vocabulary != vocabularies[0] for vocabulary in vocabularies):
-            raise ValueError("the query and document checkpoints have different tokenizers")
+            raise ExportError("the query and document checkpoints have different tokenizers")
         modes = {mode: "" if checkpoint is not None else mode for mode in MODES}
         source = sources[""] if checkpoint is not None else sources
         return build(out, encoders, modes, tokenizer_json, options=options, source=source, reference_name="torch")

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from spladerunner.tokenization import batches, encode, load_tokenizer, special_token_ids
+from spladerunner_export.errors import ExportError
 
 Arch = Literal["bert", "distilbert"]
 Size = Literal["tiny", "base"]
@@ -105,7 +106,7 @@ def make_test_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny"
         transform, gain, bias = model.vocab_transform, model.vocab_layer_norm.weight, model.vocab_projector.bias
         tokenizer_class = DistilBertTokenizerFast
     else:
-        raise ValueError(f"arch must be 'bert' or 'distilbert', got {arch!r}")
+        raise ExportError(f"arch must be 'bert' or 'distilbert', got {arch!r}")
     model.eval()
     with torch.no_grad():
         transform.weight.copy_(torch.eye(hidden))

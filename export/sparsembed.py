@@ -40,6 +40,7 @@ from spladerunner.sparsembed import SOFTMAX_AXES, marked_texts
 from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids
 from spladerunner_export.build import GRAPH_FILES
 from spladerunner_export.convert import load_masked_lm, write_tokenizer_json
+from spladerunner_export.errors import ExportError
 from spladerunner_export.factory import Arch, Size, make_test_model
 from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
 from spladerunner_export.provenance import exporter_versions, resolve_checkpoint, sha256
@@ -89,10 +90,10 @@ def read_settings(checkpoint: Path, *, k: dict[str, int] | None = None, softmax_
         mask_tokens={mode: int(metadata.get(f"{mode}_mask_tokens", 0)) for mode in MODES},
         softmax_axis=softmax_axis or metadata.get("softmax_axis", "positions"))
     if settings.softmax_axis not in SOFTMAX_AXES:
-        raise ValueError(f"softmax_axis must be one of {SOFTMAX_AXES}, got {settings.softmax_axis!r}")
+        raise ExportError(f"softmax_axis must be one of {SOFTMAX_AXES}, got {settings.softmax_axis!r}")
     for mode in MODES:
         if settings.k[mode] < 1 or settings.max_length[mode] - settings.mask_tokens[mode] < 2:
-            raise ValueError(f"{mode}: k must be >= 1 and the max length leave 2 tokens beside the [MASK]s")
+            raise ExportError(f"{mode}: k must be >= 1 and the max length leave 2 tokens beside the [MASK]s")
     return settings
 
 
@@ -104,7 +105,7 @@ def load_projection(checkpoint: Path) -> torch.Tensor:
     state = torch.load(path, map_location="cpu", weights_only=True)
     weight = state.get("weight") if isinstance(state, dict) else None
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise ValueError(f"{path}: expected a state dict with a 2-D 'weight' [embedding_dim, hidden]")
+        raise ExportError(f"{path}: expected a state dict with a 2-D 'weight' [embedding_dim, hidden]")
     return weight.to(torch.float32)
 
 
@@ -272,7 +273,7 @@ def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str 
     then the active ids and embeddings; `manifest.parity["passed"]` says whether every graph passed.
     """
     if "fp32" not in precisions or set(precisions) - set(SPARSEMBED_PRECISIONS):
-        raise ValueError(f"precisions must include fp32 and come from {SPARSEMBED_PRECISIONS}, got {precisions}")
+        raise ExportError(f"precisions must include fp32 and come from {SPARSEMBED_PRECISIONS}, got {precisions}")
     thresholds, embedding_thresholds = thresholds or Thresholds(), embedding_thresholds or EmbeddingThresholds()
     out = Path(out)
     resolved = resolve_checkpoint(checkpoint, revision)
@@ -291,7 +292,8 @@ def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str 
     output_embeddings = model.get_output_embeddings()
     output_embeddings.weight = torch.nn.Parameter(output_embeddings.weight.detach().clone(), requires_grad=False)
     if projection.shape[1] != model.config.hidden_size:
-        raise ValueError(f"linear.pt projects {projection.shape[1]} features, the model has {model.config.hidden_size}")
+        raise ExportError(f"linear.pt projects {projection.shape[1]} features, "
+                          f"the model has {model.config.hidden_size}")
 
     shared = settings.k["query"] == settings.k["document"]
     keys = {mode: "" if shared else mode for mode in MODES}

@@ -13,6 +13,7 @@ import onnx
 
 from spladerunner.manifest import MODES, Manifest
 from spladerunner_export.build import Encoder, ExportOptions, build
+from spladerunner_export.errors import ExportError
 from spladerunner_export.graph import logits_output
 from spladerunner_export.parity import LogitsReference
 from spladerunner_export.provenance import resolve_checkpoint
@@ -38,7 +39,7 @@ def upgrade_folder(folder: str | Path, out: str | Path, *, graph: str | Path | N
     source = resolve_checkpoint(folder, revision)
     out = Path(out)
     if out.resolve() == source.path.resolve():
-        raise ValueError("upgrade writes model.onnx: give an output folder other than the input")
+        raise ExportError("upgrade writes model.onnx: give an output folder other than the input")
     graph_path = source.path / graph if graph is not None else find_logits_graph(source.path)
     tokenizer_json = source.path / "tokenizer.json"
     if not tokenizer_json.is_file():
