@@ -57,7 +57,10 @@ def build(root: Path, size: str, max_length: int) -> None:
     from spladerunner_export.convert import export_logits, load_masked_lm
     from spladerunner_export.factory import make_test_model
 
-    checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0)
+    from .texts import TOKENIZER, calibration_texts
+
+    checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0, tokenizer=TOKENIZER,
+                                 calibration=calibration_texts())
     pin_max_length(checkpoint, max_length)
     # Exit status 1 means the export's parity check failed; the folder is complete and the report
     # (manifest "parity") is shown in RESULTS.md.

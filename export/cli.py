@@ -3,7 +3,8 @@
     spladerunner-export [convert] CHECKPOINT OUT
     spladerunner-export convert --query-checkpoint Q --document-checkpoint D OUT
     spladerunner-export upgrade FOLDER OUT
-    spladerunner-export test-model OUT [--arch bert|distilbert] [--size tiny|base] [--sparsembed]
+    spladerunner-export test-model OUT [--tokenizer T] [--calibration-texts FILE] [--arch bert|distilbert]
+                                       [--size tiny|base] [--sparsembed]
     spladerunner-export sparsembed CHECKPOINT OUT [--query-k K] [--document-k K] [--softmax-axis positions|terms]
 
 Exits 1 when the parity check fails (the folder is still written, with its report) or on an error
@@ -59,9 +60,12 @@ def _run(parsed: argparse.Namespace) -> int:
     from spladerunner_export.parity import Thresholds
 
     if parsed.command == "test-model":
+        from spladerunner_export.calibration import BUILTIN, CalibrationTexts
         from spladerunner_export.factory import make_test_model
 
-        folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed)
+        texts = BUILTIN if parsed.calibration_texts is None else CalibrationTexts.read(parsed.calibration_texts)
+        folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed,
+                                 tokenizer=parsed.tokenizer, calibration=texts)
         if parsed.sparsembed:
             from spladerunner_export.sparsembed import add_sparsembed_head
 
@@ -117,6 +121,7 @@ def _print_report(manifest: Manifest) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from spladerunner_export.calibration import DEFAULT_TOKENIZER
     from spladerunner_export.parity import Thresholds
 
     parser = argparse.ArgumentParser(prog="spladerunner-export", description=__doc__,
@@ -150,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     test_model.add_argument("--arch", choices=("bert", "distilbert"), default="bert")
     test_model.add_argument("--size", choices=("tiny", "base"), default="tiny")
     test_model.add_argument("--seed", type=int, default=0)
+    test_model.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                            help="BERT WordPiece tokenizer: a tokenizer.json, a folder holding one, or a hub id "
+                                 "(default: %(default)s, through the HF cache)")
+    test_model.add_argument("--calibration-texts", type=Path, metavar="FILE",
+                            help='JSON {"queries": [...], "passages": [...]} to calibrate sparsity on '
+                                 "(default: a built-in set)")
     test_model.add_argument("--sparsembed", action="store_true", help="add a random linear.pt and metadata.json")
     sparsembed = commands.add_parser("sparsembed", help="SparsEmbed checkpoint (MLM + linear.pt) -> model folder")
     sparsembed.add_argument("checkpoint", help="folder or hub id with linear.pt (and metadata.json)")

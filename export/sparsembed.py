@@ -41,7 +41,6 @@ from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids
 from spladerunner_export.build import GRAPH_FILES
 from spladerunner_export.convert import load_masked_lm, write_tokenizer_json
 from spladerunner_export.errors import ExportError
-from spladerunner_export.factory import Arch, Size, make_test_model
 from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
 from spladerunner_export.provenance import exporter_versions, resolve_checkpoint, sha256
 from spladerunner_export.quantize import quantize_int8
@@ -331,12 +330,6 @@ def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str 
                 "thresholds": {**asdict(thresholds), "embeddings": asdict(embedding_thresholds)}, "graphs": parity})
     manifest.write(out)
     return manifest
-
-
-def make_sparsembed_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny", seed: int = 0,
-                          **head: Any) -> Path:
-    """A random SparsEmbed checkpoint: the factory's calibrated masked-LM plus `add_sparsembed_head(**head)`."""
-    return add_sparsembed_head(make_test_model(folder, arch=arch, size=size, seed=seed), seed=seed, **head)
 
 
 def add_sparsembed_head(folder: str | Path, *, seed: int = 0, embedding_dim: int = 64,

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import transformers
+from paths import TOKENIZER_JSON
 
 from spladerunner.manifest import GraphEntry, Manifest  # noqa: E402
 from spladerunner.tokenization import load_tokenizer, special_token_ids  # noqa: E402
@@ -270,5 +271,6 @@ def test_cli_exit_codes(tmp_path, tiny_distilbert, capsys):
     assert report["graphs"]["model"]["fp32"]["passed"] and not report["graphs"]["model"]["int8"]["passed"]
     with pytest.raises(SystemExit):
         main(["convert", "--query-checkpoint", str(tiny_distilbert), str(tmp_path / "half")])
-    assert main(["test-model", str(tmp_path / "made"), "--arch", "distilbert", "--seed", "3"]) == 0
+    assert main(["test-model", str(tmp_path / "made"), "--tokenizer", str(TOKENIZER_JSON), "--arch", "distilbert",
+                 "--seed", "3"]) == 0
     assert json.loads((tmp_path / "made" / "calibration.json").read_text())["seed"] == 3
