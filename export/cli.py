@@ -121,6 +121,7 @@ def _print_report(manifest: Manifest) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from spladerunner.manifest import DEFAULT_MAX_LENGTH
     from spladerunner_export.calibration import DEFAULT_TOKENIZER
     from spladerunner_export.parity import Thresholds
 
@@ -141,8 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="max: SPLADE v2/++ (default); sum: SPLADE v1")
         command.add_argument("--top-k", type=int, help="emit top_ids/top_weights [batch, K] from the graph")
         command.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16")
-        command.add_argument("--query-max-length", type=int, default=64)
-        command.add_argument("--document-max-length", type=int, default=256)
+        command.add_argument("--query-max-length", type=int, default=DEFAULT_MAX_LENGTH["query"])
+        command.add_argument("--document-max-length", type=int, default=DEFAULT_MAX_LENGTH["document"])
         command.add_argument("--unfused-attention", action="store_true",
                              help="keep self-attention as separate ops (faster int8 documents, slower queries)")
         defaults = Thresholds()
