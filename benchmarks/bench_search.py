@@ -9,8 +9,8 @@ the same scores (it fails otherwise; bm25s orders tied scores arbitrarily, so "s
 the lists that also match position by position) and prints markdown tables, plus the storage
 trade-off of the index's weight precisions.
 
-    python benchmarks/bench_search.py            # full run (a minute or two)
-    python benchmarks/bench_search.py --smoke    # seconds, for CI
+    python -m benchmarks.bench_search            # full run (a minute or two)
+    python -m benchmarks.bench_search --smoke    # seconds, for CI
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("DISABLE_TQDM", "1")  # bm25s progress bars
 
 import numpy as np
 
+from benchmarks.texts import SHARED, TOKENIZER
 from spladerunner.adapters import read_impact_queries
 from spladerunner.bm25 import BM25Encoder
 from spladerunner.documents import document_texts
@@ -34,8 +34,6 @@ from spladerunner.results import SearchResults
 from spladerunner.retrieval import WEIGHT_STORAGES, SparseIndex
 from spladerunner.sparse import SparseBatch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TOKENIZER = SHARED / "tokenizers" / "bert-base-uncased" / "tokenizer.json"
 CORPORA = {"msmarco-subset": SHARED / "data" / "msmarco-dl19-subset", "scifact": SHARED / "data" / "beir-scifact"}
 QUERIES = SHARED / "data" / "splade-queries" / "msmarco-dev-subset.splade-pp-ed.jsonl"
 

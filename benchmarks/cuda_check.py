@@ -18,16 +18,18 @@ import numpy as np
 def main() -> int:
     import onnxruntime
 
-    from export.build import ExportOptions
-    from export.convert import export_checkpoint
-    from export.factory import make_test_model, scifact_passages, scifact_queries
     from spladerunner import Expander
+    from spladerunner_export.build import ExportOptions
+    from spladerunner_export.convert import export_checkpoint
+    from spladerunner_export.factory import make_test_model
+
+    from .texts import TOKENIZER, calibration_texts, documents, queries
 
     print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
     root = Path(tempfile.mkdtemp(prefix="cuda-check-"))
-    checkpoint = make_test_model(root / "checkpoint")
+    checkpoint = make_test_model(root / "checkpoint", tokenizer=TOKENIZER, calibration=calibration_texts())
     export_checkpoint(root / "model", checkpoint, options=ExportOptions(precisions=("fp32", "fp16")))
-    texts = scifact_queries(0, 16) + scifact_passages(0, 16)
+    texts = queries(16) + documents(16)
     reference = Expander(root / "model", precision="fp32").expand_batch(texts).to_dense()
     failed = False
     for precision, bound in (("fp32", 1e-4), ("fp16", 5e-2)):

@@ -54,18 +54,21 @@ def build(root: Path, size: str, max_length: int) -> None:
     """Write the four folders under `root` (imports torch: run it in a child process)."""
     import onnx
 
-    from export.convert import export_logits, load_masked_lm
-    from export.factory import make_test_model
+    from spladerunner_export.convert import export_logits, load_masked_lm
+    from spladerunner_export.factory import make_test_model
 
-    checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0)
+    from .texts import TOKENIZER, calibration_texts
+
+    checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0, tokenizer=TOKENIZER,
+                                 calibration=calibration_texts())
     pin_max_length(checkpoint, max_length)
     # Exit status 1 means the export's parity check failed; the folder is complete and the report
     # (manifest "parity") is shown in RESULTS.md.
     for folder, extra in (("export", ["--precisions", "fp32,int8,fp16"]),
                           ("export-unfused", ["--precisions", "fp32,int8", "--unfused-attention"])):
-        done = subprocess.run([sys.executable, "-m", "export", "convert", str(checkpoint), str(root / folder), *extra,
-                               "--query-max-length", str(max_length), "--document-max-length", str(max_length)],
-                              cwd=REPO)
+        done = subprocess.run([sys.executable, "-m", "spladerunner_export", "convert", str(checkpoint),
+                               str(root / folder), *extra, "--query-max-length", str(max_length),
+                               "--document-max-length", str(max_length)], cwd=REPO)
         if done.returncode not in (0, 1):
             raise SystemExit(f"spladerunner-export failed with status {done.returncode}")
     fastembed = root / "fastembed"

@@ -496,7 +496,8 @@ def header(ctx: dict[str, Any], config: Config, results: Results) -> str:
         "(other work shared the machine; rounds are interleaved across systems so it hits all alike).",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         f"- **Model**: random-init, sparsity-calibrated BERT-{model.get('size', config.model_size)} masked-LM from "
-        f"`export.factory` (seed {model.get('seed', 0)}, calibration {model.get('calibration', {})}), exported by "
+        f"`spladerunner_export.factory` (seed {model.get('seed', 0)}, calibration {model.get('calibration', {})}), "
+        "exported by "
         "`spladerunner-export` (fp32 with fused pooling, dynamic int8); fastembed runs a plain logits export of the "
         "same checkpoint, sentence-transformers the checkpoint itself (torch fp32).",
         f"- **Settings**: max length {config.max_length} tokens for every system and mode, batch size "

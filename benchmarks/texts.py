@@ -1,4 +1,7 @@
-"""Benchmark texts: SciFact documents and queries, and synthetic texts of an exact token length."""
+"""Benchmark texts: SciFact documents and queries, and synthetic texts of an exact token length.
+
+`SHARED` is the one place the benchmarks know where the shared data lives (`../shared` beside the checkout).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +49,13 @@ def _single_token_words() -> tuple[str, ...]:
     candidates = sorted(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and w.isascii() and len(w) > 3)
     encoded = tokenizer.encode_batch(candidates, add_special_tokens=False)
     return tuple(w for w, e in zip(candidates, encoded) if len(e.ids) == 1)
+
+
+def calibration_texts():
+    """What the benchmark model is calibrated on: SciFact queries 0-23 and documents 0-7 (as the tests' models)."""
+    from spladerunner_export.calibration import CalibrationTexts
+
+    return CalibrationTexts(tuple(queries(24)), tuple(documents(8)))
 
 
 def fixed_length(count: int, tokens: int, seed: int = 0) -> list[str]:

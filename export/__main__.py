@@ -1,7 +1,7 @@
-"""`python -m export`: the `spladerunner-export` command."""
+"""`python -m spladerunner_export`: the `spladerunner-export` command."""
 
 import sys
 
-from export.cli import main
+from spladerunner_export.cli import main
 
 sys.exit(main())

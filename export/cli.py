@@ -3,43 +3,77 @@
     spladerunner-export [convert] CHECKPOINT OUT
     spladerunner-export convert --query-checkpoint Q --document-checkpoint D OUT
     spladerunner-export upgrade FOLDER OUT
-    spladerunner-export test-model OUT [--arch bert|distilbert] [--size tiny|base] [--sparsembed]
+    spladerunner-export test-model OUT [--tokenizer T] [--calibration-texts FILE] [--arch bert|distilbert]
+                                       [--size tiny|base] [--sparsembed]
     spladerunner-export sparsembed CHECKPOINT OUT [--query-k K] [--document-k K] [--softmax-axis positions|terms]
 
-Exits 1 when the parity check fails (the folder is still written, with its report).
+Exits 1 when the parity check fails (the folder is still written, with its report) or on an error
+(one line on stderr), and 2 on bad arguments or when the `export` extra is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from export.build import ExportOptions
-from export.parity import Thresholds
-from spladerunner.manifest import Manifest
+from spladerunner.errors import SpladerunnerError
+
+if TYPE_CHECKING:
+    from spladerunner.manifest import Manifest
 
 COMMANDS = ("convert", "upgrade", "test-model", "sparsembed")
+# Top-level modules of the `export` extra each command needs (`upgrade` runs on onnx + onnxruntime).
+# This module imports none of them, so a runtime-only install gets the hint instead of an ImportError.
+EXTRA_MODULES = ("torch", "transformers", "optimum", "onnx")
+NEEDS = {"upgrade": ("onnx",)}
+INSTALL_HINT = 'pip install "spladerunner[export]"'
+
+
+def missing_modules(command: str | None) -> list[str]:
+    """The extra's modules that `command` (None: any command) needs and this Python cannot import."""
+    return [name for name in NEEDS.get(command or "", EXTRA_MODULES) if importlib.util.find_spec(name) is None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in (*COMMANDS, "-h", "--help"):
         args.insert(0, "convert")
+    missing = missing_modules(args[0] if args[0] in COMMANDS else None)
+    if missing:
+        print(f"spladerunner-export needs the export extra, which is not installed (missing: {', '.join(missing)}). "
+              f"Install it with:\n    {INSTALL_HINT}", file=sys.stderr)
+        return 2
     parsed = _parser().parse_args(args)
-    if parsed.command == "test-model":
-        from export.factory import make_test_model
+    try:
+        return _run(parsed)
+    except (SpladerunnerError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
-        folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed)
+
+def _run(parsed: argparse.Namespace) -> int:
+    from spladerunner_export.build import ExportOptions
+    from spladerunner_export.parity import Thresholds
+
+    if parsed.command == "test-model":
+        from spladerunner_export.calibration import BUILTIN, CalibrationTexts
+        from spladerunner_export.factory import make_test_model
+
+        texts = BUILTIN if parsed.calibration_texts is None else CalibrationTexts.read(parsed.calibration_texts)
+        folder = make_test_model(parsed.out, arch=parsed.arch, size=parsed.size, seed=parsed.seed,
+                                 tokenizer=parsed.tokenizer, calibration=texts)
         if parsed.sparsembed:
-            from export.sparsembed import add_sparsembed_head
+            from spladerunner_export.sparsembed import add_sparsembed_head
 
             add_sparsembed_head(folder, seed=parsed.seed)
         print((folder / "calibration.json").read_text(encoding="utf-8"), end="")
         return 0
     if parsed.command == "sparsembed":
-        from export.sparsembed import export_sparsembed
+        from spladerunner_export.sparsembed import export_sparsembed
 
         k = {mode: value for mode, value in (("query", parsed.query_k), ("document", parsed.document_k)) if value}
         manifest = export_sparsembed(parsed.out, parsed.checkpoint, revision=parsed.revision, k=k,
@@ -52,12 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fuse_attention=not parsed.unfused_attention,
         thresholds=Thresholds(parsed.max_abs_diff, parsed.min_int8_cosine, parsed.min_fp16_cosine))
     if parsed.command == "upgrade":
-        from export.upgrade import upgrade_folder
+        from spladerunner_export.upgrade import upgrade_folder
 
         manifest = upgrade_folder(parsed.folder, parsed.out, graph=parsed.graph, revision=parsed.revision,
                                   options=options)
     else:
-        from export.convert import export_checkpoint
+        from spladerunner_export.convert import export_checkpoint
 
         if (parsed.query_checkpoint is None) != (parsed.document_checkpoint is None):
             _parser().error("--query-checkpoint and --document-checkpoint go together")
@@ -87,6 +121,10 @@ def _print_report(manifest: Manifest) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from spladerunner.manifest import DEFAULT_MAX_LENGTH
+    from spladerunner_export.calibration import DEFAULT_TOKENIZER
+    from spladerunner_export.parity import Thresholds
+
     parser = argparse.ArgumentParser(prog="spladerunner-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,8 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                              help="max: SPLADE v2/++ (default); sum: SPLADE v1")
         command.add_argument("--top-k", type=int, help="emit top_ids/top_weights [batch, K] from the graph")
         command.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16")
-        command.add_argument("--query-max-length", type=int, default=64)
-        command.add_argument("--document-max-length", type=int, default=256)
+        command.add_argument("--query-max-length", type=int, default=DEFAULT_MAX_LENGTH["query"])
+        command.add_argument("--document-max-length", type=int, default=DEFAULT_MAX_LENGTH["document"])
         command.add_argument("--unfused-attention", action="store_true",
                              help="keep self-attention as separate ops (faster int8 documents, slower queries)")
         defaults = Thresholds()
@@ -118,6 +156,12 @@ def _parser() -> argparse.ArgumentParser:
     test_model.add_argument("--arch", choices=("bert", "distilbert"), default="bert")
     test_model.add_argument("--size", choices=("tiny", "base"), default="tiny")
     test_model.add_argument("--seed", type=int, default=0)
+    test_model.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                            help="BERT WordPiece tokenizer: a tokenizer.json, a folder holding one, or a hub id "
+                                 "(default: %(default)s, through the HF cache)")
+    test_model.add_argument("--calibration-texts", type=Path, metavar="FILE",
+                            help='JSON {"queries": [...], "passages": [...]} to calibrate sparsity on '
+                                 "(default: a built-in set)")
     test_model.add_argument("--sparsembed", action="store_true", help="add a random linear.pt and metadata.json")
     sparsembed = commands.add_parser("sparsembed", help="SparsEmbed checkpoint (MLM + linear.pt) -> model folder")
     sparsembed.add_argument("checkpoint", help="folder or hub id with linear.pt (and metadata.json)")

@@ -15,10 +15,11 @@ import torch
 from optimum.exporters.onnx import onnx_export_from_model
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
-from export.build import Encoder, ExportOptions, build
-from export.provenance import resolve_checkpoint
 from spladerunner.manifest import MODES, Manifest
 from spladerunner.tokenization import Batch, load_tokenizer
+from spladerunner_export.build import ExportOptions, SpladeExport, build
+from spladerunner_export.errors import ExportError
+from spladerunner_export.provenance import resolve_checkpoint
 
 
 def load_masked_lm(checkpoint: Path) -> PreTrainedModel:
@@ -40,11 +41,15 @@ def export_logits(model: PreTrainedModel) -> onnx.ModelProto:
         return onnx.load(Path(tmp) / "model.onnx")
 
 
-def write_tokenizer_json(checkpoint: Path, out: Path) -> None:
-    """Write the checkpoint's fast tokenizer as `tokenizer.json` (for checkpoints that ship vocab.txt only)."""
+def checkpoint_tokenizer(checkpoint: Path, fallback: Path) -> Path:
+    """The checkpoint's `tokenizer.json`; for checkpoints that ship vocab.txt only, its fast tokenizer
+    written to `fallback`."""
+    if (checkpoint / "tokenizer.json").is_file():
+        return checkpoint / "tokenizer.json"
     with tempfile.TemporaryDirectory() as tmp:
         AutoTokenizer.from_pretrained(checkpoint, use_fast=True).save_pretrained(tmp)
-        out.write_bytes((Path(tmp) / "tokenizer.json").read_bytes())
+        fallback.write_bytes((Path(tmp) / "tokenizer.json").read_bytes())
+    return fallback
 
 
 class TorchReference:
@@ -74,26 +79,23 @@ def export_checkpoint(out: str | Path, checkpoint: str | Path | None = None, *,
     """
     options = options or ExportOptions()
     if (checkpoint is None) == (query_checkpoint is None or document_checkpoint is None):
-        raise ValueError("give either one checkpoint or both a query and a document checkpoint")
+        raise ExportError("give either one checkpoint or both a query and a document checkpoint")
     names = {"": checkpoint} if checkpoint is not None else {"query": query_checkpoint,
                                                              "document": document_checkpoint}
     out = Path(out)
-    encoders: dict[str, Encoder] = {}
+    encoders: dict[str, SpladeExport] = {}
     sources: dict[str, dict] = {}
     vocabularies = []
     with tempfile.TemporaryDirectory() as tmp:
         for key, name in names.items():
             resolved = resolve_checkpoint(name, revision)
             sources[key] = resolved.record()
-            tokenizer_json = resolved.path / "tokenizer.json"
-            if not tokenizer_json.is_file():
-                tokenizer_json = Path(tmp) / f"{key or 'model'}-tokenizer.json"
-                write_tokenizer_json(resolved.path, tokenizer_json)
+            tokenizer_json = checkpoint_tokenizer(resolved.path, Path(tmp) / f"{key or 'model'}-tokenizer.json")
             vocabularies.append(load_tokenizer(tokenizer_json).get_vocab(with_added_tokens=True))
             model = load_masked_lm(resolved.path)
-            encoders[key] = Encoder(export_logits(model), TorchReference(model, options.pooling))
+            encoders[key] = SpladeExport(export_logits(model), TorchReference(model, options.pooling), options)
         if any(vocabulary != vocabularies[0] for vocabulary in vocabularies):
-            raise ValueError("the query and document checkpoints have different tokenizers")
+            raise ExportError("the query and document checkpoints have different tokenizers")
         modes = {mode: "" if checkpoint is not None else mode for mode in MODES}
         source = sources[""] if checkpoint is not None else sources
         return build(out, encoders, modes, tokenizer_json, options=options, source=source, reference_name="torch")

@@ -4,10 +4,11 @@ A freshly initialised masked-LM activates ~29,000 of 30,522 terms per text, whic
 sparse code path (CSR sizes, top-k, index build) look nothing like production. The factory fixes
 that without training: the MLM head's transform starts at the identity and position embeddings
 start small, so the tied decoder scores each position's own token far above the rest (as a trained
-MLM does); one scalar output bias is bisected on real SciFact texts until queries keep ~20-60 terms
-and passages ~100-300 after SPLADE max pooling; the head's LayerNorm gain scales the logits so a
-query's top weight is ~2.7, as in SPLADE++. Own tokens only ~1 sigma above the rest would leave
-active weights so close to the threshold that int8 noise drops the cosine to 0.997.
+MLM does); one scalar output bias is bisected on calibration texts (`calibration.BUILTIN`, or the
+caller's) until queries keep ~20-60 terms and passages ~100-300 after SPLADE max pooling; the head's
+LayerNorm gain scales the logits so a query's top weight is ~2.7, as in SPLADE++. Own tokens only
+~1 sigma above the rest would leave active weights so close to the threshold that int8 noise drops
+the cosine to 0.997.
 """
 
 from __future__ import annotations
@@ -32,21 +33,19 @@ from transformers import (
     PreTrainedModel,
 )
 
+from spladerunner.loading import open_source
+from spladerunner.manifest import DEFAULT_MAX_LENGTH
 from spladerunner.tokenization import batches, encode, load_tokenizer, special_token_ids
+from spladerunner_export.calibration import BUILTIN, DEFAULT_TOKENIZER, CalibrationTexts
+from spladerunner_export.errors import ExportError
 
 Arch = Literal["bert", "distilbert"]
 Size = Literal["tiny", "base"]
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TOKENIZER_DIR = SHARED / "tokenizers" / "bert-base-uncased"
-SCIFACT_DIR = SHARED / "data" / "beir-scifact"
 
 # (hidden, layers, heads, intermediate): "base" is BERT-base.
 SIZES: dict[str, tuple[int, int, int, int]] = {"tiny": (64, 2, 2, 128), "base": (768, 12, 12, 3072)}
 QUERY_RANGE = (20, 60)
 PASSAGE_RANGE = (100, 300)
-QUERY_MAX_LENGTH = 64
-PASSAGE_MAX_LENGTH = 256
 # Median top weight of a SPLADE++ ED query (shared splade-queries, impacts / 1000).
 QUERY_TOP_WEIGHT = 2.7
 # Position and token-type embeddings start this much smaller, so each position's hidden state is
@@ -63,36 +62,32 @@ class Sparsity:
     passage: float
 
 
-def scifact_queries(start: int = 0, count: int = 24) -> list[str]:
-    """SciFact query texts [start, start+count) from the shared data beside the repository."""
-    return [row["text"] for row in _jsonl(SCIFACT_DIR / "queries.jsonl", start, count)]
+def tokenizer_json(tokenizer: str | Path) -> Path:
+    """The `tokenizer.json` a tokenizer argument names: the file itself, a folder's, or a hub id's (HF cache)."""
+    path = Path(tokenizer).expanduser()
+    if path.is_file():
+        return path
+    return open_source(tokenizer).fetch("tokenizer.json")
 
 
-def scifact_passages(start: int = 0, count: int = 8) -> list[str]:
-    """SciFact passages (title + abstract) [start, start+count)."""
-    return [f"{row['title']} {row['text']}" for row in _jsonl(SCIFACT_DIR / "corpus.jsonl", start, count)]
+def make_test_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny", seed: int = 0, *,
+                    tokenizer: str | Path = DEFAULT_TOKENIZER, calibration: CalibrationTexts = BUILTIN) -> Path:
+    """Write a seeded, sparsity-calibrated masked-LM checkpoint with a BERT WordPiece tokenizer to `folder`.
 
-
-def _jsonl(path: Path, start: int, count: int) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: shared data not found (expected ../shared beside the repository)")
-    with path.open(encoding="utf-8") as lines:
-        rows = [line for i, line in enumerate(lines) if start <= i < start + count]
-    return [json.loads(row) for row in rows]
-
-
-def make_test_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny", seed: int = 0) -> Path:
-    """Write a seeded, sparsity-calibrated masked-LM checkpoint with the real BERT tokenizer to `folder`.
-
-    The folder loads with `AutoModelForMaskedLM.from_pretrained` (and so sentence-transformers'
-    `SparseEncoder`); `calibration.json` records the bias and the measured sparsity.
+    `tokenizer` is a tokenizer.json file, a folder holding one, or a hub id; its vocabulary sizes the
+    model. `calibration` holds the texts the output bias is calibrated on. The folder loads with
+    `AutoModelForMaskedLM.from_pretrained` (and so sentence-transformers' `SparseEncoder`);
+    `calibration.json` records the bias and the measured sparsity.
     """
     folder = Path(folder)
+    tokenizer_file = tokenizer_json(tokenizer)
+    wordpiece = load_tokenizer(tokenizer_file)
+    vocab = wordpiece.get_vocab_size(with_added_tokens=True)
     hidden, layers, heads, intermediate = SIZES[size]
     torch.manual_seed(seed)
     if arch == "bert":
         model: PreTrainedModel = BertForMaskedLM(BertConfig(
-            vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
             intermediate_size=intermediate))
         head = model.cls.predictions
         context = [model.bert.embeddings.position_embeddings, model.bert.embeddings.token_type_embeddings]
@@ -100,21 +95,20 @@ def make_test_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny"
         tokenizer_class = BertTokenizerFast
     elif arch == "distilbert":
         model = DistilBertForMaskedLM(DistilBertConfig(
-            vocab_size=30522, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=intermediate))
+            vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=intermediate))
         context = [model.distilbert.embeddings.position_embeddings]
         transform, gain, bias = model.vocab_transform, model.vocab_layer_norm.weight, model.vocab_projector.bias
         tokenizer_class = DistilBertTokenizerFast
     else:
-        raise ValueError(f"arch must be 'bert' or 'distilbert', got {arch!r}")
+        raise ExportError(f"arch must be 'bert' or 'distilbert', got {arch!r}")
     model.eval()
     with torch.no_grad():
         transform.weight.copy_(torch.eye(hidden))
         transform.bias.zero_()
         for embedding in context:
             embedding.weight.mul_(CONTEXT_SHRINK)
-        tokenizer = load_tokenizer(TOKENIZER_DIR / "tokenizer.json")
-        queries = _max_logits(model, tokenizer, scifact_queries(), QUERY_MAX_LENGTH)
-        passages = _max_logits(model, tokenizer, scifact_passages(), PASSAGE_MAX_LENGTH)
+        queries = _max_logits(model, wordpiece, list(calibration.queries), DEFAULT_MAX_LENGTH["query"])
+        passages = _max_logits(model, wordpiece, list(calibration.passages), DEFAULT_MAX_LENGTH["document"])
         threshold = _calibrate(queries, passages)
         # Logits are linear in the gain (the LayerNorm bias is 0 and the output bias is still 0).
         scale = math.expm1(QUERY_TOP_WEIGHT) / float(np.median(queries.max(1) - threshold))
@@ -122,9 +116,8 @@ def make_test_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny"
         bias.fill_(-scale * threshold)
     sparsity = Sparsity(float((queries > threshold).sum(1).mean()), float((passages > threshold).sum(1).mean()))
     model.save_pretrained(folder)
-    hf_tokenizer = tokenizer_class(tokenizer_file=str(TOKENIZER_DIR / "tokenizer.json"),
-                                   vocab_file=str(TOKENIZER_DIR / "vocab.txt"), model_max_length=512)
-    hf_tokenizer.save_pretrained(folder)
+    # vocab.txt is written from tokenizer.json's WordPiece vocabulary.
+    tokenizer_class(tokenizer_file=str(tokenizer_file), model_max_length=512).save_pretrained(folder)
     record = {"arch": arch, "size": size, "seed": seed, "logit_scale": scale, "bias": -scale * threshold,
               "calibration": asdict(sparsity)}
     (folder / CALIBRATION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -168,5 +161,5 @@ def measure_sparsity(folder: str | Path, queries: list[str], passages: list[str]
     tokenizer = load_tokenizer(Path(folder) / "tokenizer.json")
     with torch.no_grad():
         query, passage = (_max_logits(model, tokenizer, texts, length) for texts, length in
-                          ((queries, QUERY_MAX_LENGTH), (passages, PASSAGE_MAX_LENGTH)))
+                          ((queries, DEFAULT_MAX_LENGTH["query"]), (passages, DEFAULT_MAX_LENGTH["document"])))
     return Sparsity(float((query > 0).sum(1).mean()), float((passage > 0).sum(1).mean()))

@@ -19,6 +19,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 
 from spladerunner.manifest import POOLED_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT
+from spladerunner_export.errors import ExportError, GraphRewriteError
 
 MASK_INPUT = "attention_mask"
 PREFIX = "splade/"
@@ -26,10 +27,6 @@ PREFIX = "splade/"
 AXES_INPUT_SINCE = {"Unsqueeze": 13, "ReduceSum": 13, "ReduceMax": 18}
 # Ops between the decoder MatMul and the logits output (bias add, casts, reshapes of foreign exports).
 PASS_THROUGH = {"Add", "Identity", "Cast", "Reshape"}
-
-
-class GraphError(ValueError):
-    """The graph is not a masked-LM logits graph this module can rewrite; the message says why."""
 
 
 def logits_output(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -40,7 +37,7 @@ def logits_output(model: onnx.ModelProto) -> onnx.ValueInfoProto:
         and len(o.type.tensor_type.shape.dim) == 3]
     if len(outputs) != 1:
         names = [o.name for o in model.graph.output]
-        raise GraphError(f"cannot tell which output holds the MLM logits [batch, length, vocab] among {names}")
+        raise GraphRewriteError(f"cannot tell which output holds the MLM logits [batch, length, vocab] among {names}")
     return outputs[0]
 
 
@@ -49,7 +46,7 @@ def vocab_size(model: onnx.ModelProto) -> int:
     output = logits_output(model)
     dims = output.type.tensor_type.shape.dim
     if len(dims) != 3 or not dims[2].HasField("dim_value"):
-        raise GraphError(f"logits output {output.name!r} has no static vocabulary dimension")
+        raise GraphRewriteError(f"logits output {output.name!r} has no static vocabulary dimension")
     return dims[2].dim_value
 
 
@@ -103,7 +100,7 @@ def _decoder_path(model: onnx.ModelProto,
         path.append(node)
         # Follow the operand that is computed, not the constant (bias, shape).
         name = next((i for i in node.input if i in producers), "")
-    raise GraphError("no decoder MatMul found behind the logits output")
+    raise GraphRewriteError("no decoder MatMul found behind the logits output")
 
 
 def fuse_pooling(model: onnx.ModelProto, *, pooling: str = "max", top_k: int | None = None,
@@ -115,7 +112,7 @@ def fuse_pooling(model: onnx.ModelProto, *, pooling: str = "max", top_k: int | N
     With `top_k`, special tokens are zeroed and TopK emits `top_ids`/`top_weights` instead.
     """
     if MASK_INPUT not in {i.name for i in model.graph.input}:
-        raise GraphError(f"graph has no {MASK_INPUT!r} input")
+        raise GraphRewriteError(f"graph has no {MASK_INPUT!r} input")
     logits = logits_output(model)
     vocab = vocab_size(model)
     float_type = logits.type.tensor_type.elem_type
@@ -132,14 +129,14 @@ def fuse_pooling(model: onnx.ModelProto, *, pooling: str = "max", top_k: int | N
         masked = graph.op("Where", [mask, weights, graph.const(0.0)])
         pooled = graph.axes_op("ReduceSum", masked, axis=1, keepdims=0)
     else:
-        raise ValueError(f"pooling must be 'max' or 'sum', got {pooling!r}")
+        raise ExportError(f"pooling must be 'max' or 'sum', got {pooling!r}")
 
     del model.graph.output[:]
     if top_k is None:
         graph.output(pooled, POOLED_OUTPUT, float_type, [batch, vocab])
         return model
     if not 0 < top_k <= vocab:
-        raise ValueError(f"top_k must lie in [1, {vocab}], got {top_k}")
+        raise ExportError(f"top_k must lie in [1, {vocab}], got {top_k}")
     keep = np.ones(vocab, dtype=graph.float)
     keep[list(special_ids)] = 0
     kept = graph.op("Mul", [pooled, graph.const(keep)])
@@ -190,7 +187,7 @@ def _split_skip_layer_norms(model: onnx.ModelProto) -> None:
         beta, bias = (list(rest) + ["", ""])[:2]
         outputs = list(node.output) + [""] * (4 - len(node.output))
         if outputs[1] or outputs[2]:
-            raise GraphError(f"{node.name}: SkipLayerNormalization mean/inv_std outputs are used; cannot split")
+            raise GraphRewriteError(f"{node.name}: SkipLayerNormalization mean/inv_std outputs are used; cannot split")
         total = outputs[3] or f"{PREFIX}{node.name}/sum"
         if bias:
             nodes.append(helper.make_node("Add", [x, skip], [f"{total}/skip"], name=f"{node.name}/add_skip"))

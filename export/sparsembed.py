@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+from tokenizers import Tokenizer
 from transformers import PreTrainedModel
 
-from export.build import GRAPH_FILES
-from export.convert import load_masked_lm, write_tokenizer_json
-from export.factory import Arch, Size, make_test_model
-from export.parity import BATCH_SIZES, PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
-from export.provenance import exporter_versions, resolve_checkpoint, sha256
-from export.quantize import quantize_int8
 from spladerunner.manifest import (
+    DEFAULT_MAX_LENGTH,
     MODES,
     TOPK_EMBEDDINGS_OUTPUT,
     TOPK_IDS_OUTPUT,
@@ -43,12 +41,17 @@ from spladerunner.manifest import (
     Manifest,
 )
 from spladerunner.sparsembed import SOFTMAX_AXES, marked_texts
-from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids
+from spladerunner.tokenization import Batch
+from spladerunner_export.build import GRAPH_FILES, Variants, assemble
+from spladerunner_export.convert import checkpoint_tokenizer, load_masked_lm
+from spladerunner_export.errors import ExportError
+from spladerunner_export.parity import PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
+from spladerunner_export.provenance import resolve_checkpoint
+from spladerunner_export.quantize import quantize_int8
 
 LINEAR_FILE = "linear.pt"
 METADATA_FILE = "metadata.json"
 SPARSEMBED_PRECISIONS = ("fp32", "int8")
-DEFAULT_MAX_LENGTH = {"query": 64, "document": 256}
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,10 @@ def read_settings(checkpoint: Path, *, k: dict[str, int] | None = None, softmax_
         mask_tokens={mode: int(metadata.get(f"{mode}_mask_tokens", 0)) for mode in MODES},
         softmax_axis=softmax_axis or metadata.get("softmax_axis", "positions"))
     if settings.softmax_axis not in SOFTMAX_AXES:
-        raise ValueError(f"softmax_axis must be one of {SOFTMAX_AXES}, got {settings.softmax_axis!r}")
+        raise ExportError(f"softmax_axis must be one of {SOFTMAX_AXES}, got {settings.softmax_axis!r}")
     for mode in MODES:
         if settings.k[mode] < 1 or settings.max_length[mode] - settings.mask_tokens[mode] < 2:
-            raise ValueError(f"{mode}: k must be >= 1 and the max length leave 2 tokens beside the [MASK]s")
+            raise ExportError(f"{mode}: k must be >= 1 and the max length leave 2 tokens beside the [MASK]s")
     return settings
 
 
@@ -104,7 +107,7 @@ def load_projection(checkpoint: Path) -> torch.Tensor:
     state = torch.load(path, map_location="cpu", weights_only=True)
     weight = state.get("weight") if isinstance(state, dict) else None
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise ValueError(f"{path}: expected a state dict with a 2-D 'weight' [embedding_dim, hidden]")
+        raise ExportError(f"{path}: expected a state dict with a 2-D 'weight' [embedding_dim, hidden]")
     return weight.to(torch.float32)
 
 
@@ -260,6 +263,45 @@ def check_sparsembed_parity(reference: SparsEmbedReference, graphs: dict[str, tu
     return report
 
 
+@dataclass
+class SparsEmbedExport:
+    """One SparsEmbed graph (one k) for `build.assemble`: exported from torch, checked against `SparsEmbedReference`."""
+
+    model: PreTrainedModel
+    projection: torch.Tensor
+    k: int
+    settings: CheckpointSettings
+    thresholds: Thresholds
+    embedding_thresholds: EmbeddingThresholds
+    output = "sparsembed"
+
+    @property
+    def top_k(self) -> int:
+        return self.k
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    def write(self, folder: Path, precisions: Sequence[str], special_ids: list[int]) -> Variants:
+        export_graph(SparsEmbedGraph(self.model, self.projection, self.k, self.settings.softmax_axis, special_ids),
+                     folder / GRAPH_FILES["fp32"])
+        made = {}
+        if "int8" in precisions:
+            made["int8"] = quantize_int8(folder / GRAPH_FILES["fp32"], folder / GRAPH_FILES["int8"])
+        return Variants(made)
+
+    def check(self, graphs: dict[str, tuple[Path, GraphEntry]], tokenizer: Tokenizer, modes: list[str],
+              special_ids: list[int], vocab_size: int) -> dict:
+        # Parity texts carry the mode's prefix and [MASK]s (the documents' when both modes share the graph).
+        mode = modes[-1]
+        texts = marked_texts(PARITY_TEXTS, self.settings.prefix[mode], self.settings.mask_tokens[mode])
+        reference = SparsEmbedReference(self.model, self.projection, self.k, self.settings.softmax_axis, special_ids)
+        return check_sparsembed_parity(
+            reference, graphs, parity_batches(tokenizer, self.settings.max_length[mode], texts), vocab_size=vocab_size,
+            special_ids=special_ids, thresholds=self.thresholds, embedding_thresholds=self.embedding_thresholds)
+
+
 def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str | None = None,
                       k: dict[str, int] | None = None, softmax_axis: str | None = None,
                       max_length: dict[str, int] | None = None,
@@ -272,69 +314,30 @@ def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str 
     then the active ids and embeddings; `manifest.parity["passed"]` says whether every graph passed.
     """
     if "fp32" not in precisions or set(precisions) - set(SPARSEMBED_PRECISIONS):
-        raise ValueError(f"precisions must include fp32 and come from {SPARSEMBED_PRECISIONS}, got {precisions}")
+        raise ExportError(f"precisions must include fp32 and come from {SPARSEMBED_PRECISIONS}, got {precisions}")
     thresholds, embedding_thresholds = thresholds or Thresholds(), embedding_thresholds or EmbeddingThresholds()
-    out = Path(out)
     resolved = resolve_checkpoint(checkpoint, revision)
     settings = read_settings(resolved.path, k=k, softmax_axis=softmax_axis, max_length=max_length)
     projection = load_projection(resolved.path)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer_json = resolved.path / "tokenizer.json"
-    if tokenizer_json.is_file():
-        (out / "tokenizer.json").write_bytes(tokenizer_json.read_bytes())
-    else:
-        write_tokenizer_json(resolved.path, out / "tokenizer.json")
-    tokenizer = load_tokenizer(out / "tokenizer.json")
-    specials = special_token_ids(tokenizer)
     model = load_masked_lm(resolved.path)
     # A decoder tied to the word embeddings would reach the int8 graph as a dequantised Gather initializer.
     output_embeddings = model.get_output_embeddings()
     output_embeddings.weight = torch.nn.Parameter(output_embeddings.weight.detach().clone(), requires_grad=False)
     if projection.shape[1] != model.config.hidden_size:
-        raise ValueError(f"linear.pt projects {projection.shape[1]} features, the model has {model.config.hidden_size}")
+        raise ExportError(f"linear.pt projects {projection.shape[1]} features, "
+                          f"the model has {model.config.hidden_size}")
 
     shared = settings.k["query"] == settings.k["document"]
-    keys = {mode: "" if shared else mode for mode in MODES}
-    entries: dict[str, dict[str, GraphEntry]] = {}
-    parity: dict[str, dict] = {}
-    quantization: dict = {}
-    for key in dict.fromkeys(keys.values()):
-        modes = [mode for mode in MODES if keys[mode] == key]
-        top_k = settings.k[modes[0]]
-        folder = out / key
-        folder.mkdir(exist_ok=True)
-        export_graph(SparsEmbedGraph(model, projection, top_k, settings.softmax_axis, specials),
-                     folder / GRAPH_FILES["fp32"])
-        if "int8" in precisions:
-            quantization["int8"] = quantize_int8(folder / GRAPH_FILES["fp32"], folder / GRAPH_FILES["int8"])
-        entries[key] = {p: GraphEntry(path=(folder / GRAPH_FILES[p]).relative_to(out).as_posix(), output="sparsembed",
-                                      top_k=top_k, sha256=sha256(folder / GRAPH_FILES[p])) for p in precisions}
-        # Parity texts carry the mode's prefix and [MASK]s (the documents' when both modes share the graph).
-        mode = modes[-1]
-        texts = marked_texts(PARITY_TEXTS, settings.prefix[mode], settings.mask_tokens[mode])
-        batches = parity_batches(tokenizer, settings.max_length[mode], texts)
-        reference = SparsEmbedReference(model, projection, top_k, settings.softmax_axis, specials)
-        graphs = {p: (out / entry.path, entry) for p, entry in entries[key].items()}
-        parity[key or "model"] = check_sparsembed_parity(
-            reference, graphs, batches, vocab_size=model.config.vocab_size, special_ids=specials,
-            thresholds=thresholds, embedding_thresholds=embedding_thresholds)
-
-    passed = all(result["passed"] for report in parity.values() for result in report.values())
-    manifest = Manifest(
-        kind="sparsembed", vocab_size=model.config.vocab_size, special_token_ids=specials,
-        max_length=dict(settings.max_length), encoders={mode: entries[key] for mode, key in keys.items()},
-        tokenizer="tokenizer.json", extra=settings.extra(int(projection.shape[0])), source=resolved.record(),
-        quantization=quantization, exporter={**exporter_versions(), "graph": "torch.onnx.export(dynamo=False)"},
-        parity={"passed": passed, "reference": "torch", "texts": len(PARITY_TEXTS), "batch_sizes": list(BATCH_SIZES),
-                "thresholds": {**asdict(thresholds), "embeddings": asdict(embedding_thresholds)}, "graphs": parity})
-    manifest.write(out)
-    return manifest
-
-
-def make_sparsembed_model(folder: str | Path, arch: Arch = "bert", size: Size = "tiny", seed: int = 0,
-                          **head: Any) -> Path:
-    """A random SparsEmbed checkpoint: the factory's calibrated masked-LM plus `add_sparsembed_head(**head)`."""
-    return add_sparsembed_head(make_test_model(folder, arch=arch, size=size, seed=seed), seed=seed, **head)
+    modes = {mode: "" if shared else mode for mode in MODES}
+    encoders = {key: SparsEmbedExport(model, projection, settings.k[mode], settings, thresholds, embedding_thresholds)
+                for mode, key in modes.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer_json = checkpoint_tokenizer(resolved.path, Path(tmp) / "tokenizer.json")
+        return assemble(
+            Path(out), encoders, modes, tokenizer_json, kind="sparsembed", precisions=precisions,
+            max_length=settings.max_length, source=resolved.record(), reference_name="torch",
+            thresholds={**asdict(thresholds), "embeddings": asdict(embedding_thresholds)},
+            extra=settings.extra(int(projection.shape[0])), exporter={"graph": "torch.onnx.export(dynamo=False)"})
 
 
 def add_sparsembed_head(folder: str | Path, *, seed: int = 0, embedding_dim: int = 64,

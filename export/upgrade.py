@@ -11,21 +11,21 @@ from pathlib import Path
 
 import onnx
 
-from export.build import Encoder, ExportOptions, build
-from export.graph import logits_output
-from export.parity import LogitsReference
-from export.provenance import resolve_checkpoint
+from spladerunner.loading import FOREIGN_GRAPHS
 from spladerunner.manifest import MODES, Manifest
-
-GRAPH_CANDIDATES = ("model.onnx", "onnx/model.onnx")
+from spladerunner_export.build import ExportOptions, SpladeExport, build
+from spladerunner_export.errors import ExportError
+from spladerunner_export.graph import logits_output
+from spladerunner_export.parity import LogitsReference
+from spladerunner_export.provenance import resolve_checkpoint
 
 
 def find_logits_graph(folder: Path) -> Path:
     """The folder's logits graph: `model.onnx`, else `onnx/model.onnx`."""
-    for candidate in GRAPH_CANDIDATES:
+    for candidate in FOREIGN_GRAPHS:
         if (folder / candidate).is_file():
             return folder / candidate
-    raise FileNotFoundError(f"{folder}: no logits graph ({' or '.join(GRAPH_CANDIDATES)}); pass graph=")
+    raise FileNotFoundError(f"{folder}: no logits graph ({' or '.join(FOREIGN_GRAPHS)}); pass graph=")
 
 
 def upgrade_folder(folder: str | Path, out: str | Path, *, graph: str | Path | None = None,
@@ -38,7 +38,7 @@ def upgrade_folder(folder: str | Path, out: str | Path, *, graph: str | Path | N
     source = resolve_checkpoint(folder, revision)
     out = Path(out)
     if out.resolve() == source.path.resolve():
-        raise ValueError("upgrade writes model.onnx: give an output folder other than the input")
+        raise ExportError("upgrade writes model.onnx: give an output folder other than the input")
     graph_path = source.path / graph if graph is not None else find_logits_graph(source.path)
     tokenizer_json = source.path / "tokenizer.json"
     if not tokenizer_json.is_file():
@@ -47,5 +47,5 @@ def upgrade_folder(folder: str | Path, out: str | Path, *, graph: str | Path | N
     reference = LogitsReference(graph_path, logits_output(logits).name, options.pooling)
     record = {**source.record(), "graph": str(graph) if graph is not None else
               graph_path.relative_to(source.path).as_posix()}
-    return build(out, {"": Encoder(logits, reference)}, dict.fromkeys(MODES, ""), tokenizer_json,
+    return build(out, {"": SpladeExport(logits, reference, options)}, dict.fromkeys(MODES, ""), tokenizer_json,
                  options=options, source=record, reference_name="onnxruntime logits graph pooled in numpy")

@@ -29,6 +29,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 GRAPH_OUTPUTS = ("pooled", "topk", "logits", "sparsembed")
 POOLINGS = ("max", "sum")
 KINDS = ("splade", "sparsembed")
+# Max lengths (tokens) an export records when not told otherwise.
+DEFAULT_MAX_LENGTH: dict[str, int] = {"query": 64, "document": 256}
 
 # Output tensor names of fused graphs; the runtime checks the graph against them.
 POOLED_OUTPUT = "sparse_weights"

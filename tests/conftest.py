@@ -1,49 +1,56 @@
 """Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them.
 
 Everything is built once per session under pytest's tmp dir with the real tokenizer, optimum,
-onnx and onnxruntime (no mocks). Fixtures import torch only when first used.
+onnx and onnxruntime (no mocks), calibrated on SciFact texts from the shared data. Fixtures import
+torch only when first used.
 """
 
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
+from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
 
 # Files of a fastembed/Qdrant-style folder: a logits graph beside the tokenizer files.
 FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def _factory():
-    """The factory module, imported when a fixture first needs it (torch loads only then)."""
-    from export import factory
+@pytest.fixture(scope="session")
+def make_test_model():
+    """The factory's `make_test_model` with the shared tokenizer and calibrated on SciFact queries 0-23
+    and passages 0-7 (imported when a fixture first needs it: torch loads only then)."""
+    from spladerunner_export.calibration import CalibrationTexts
+    from spladerunner_export.factory import make_test_model
 
-    return factory
+    texts = CalibrationTexts(tuple(scifact_queries()), tuple(scifact_passages()))
+    return partial(make_test_model, tokenizer=TOKENIZER_JSON, calibration=texts)
 
 
 def _convert():
-    from export import convert
+    from spladerunner_export import convert
 
     return convert
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
+def tiny_bert(tmp_path_factory, make_test_model) -> Path:
     """Tiny BERT masked-LM checkpoint (seed 0), sparsity-calibrated."""
-    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-bert"), arch="bert")
+    return make_test_model(tmp_path_factory.mktemp("tiny-bert"), arch="bert")
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_seed1(tmp_path_factory) -> Path:
+def tiny_bert_seed1(tmp_path_factory, make_test_model) -> Path:
     """A second tiny BERT (seed 1): the document encoder of the efficient-SPLADE export."""
-    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-bert-seed1"), arch="bert", seed=1)
+    return make_test_model(tmp_path_factory.mktemp("tiny-bert-seed1"), arch="bert", seed=1)
 
 
 @pytest.fixture(scope="session")
-def tiny_distilbert(tmp_path_factory) -> Path:
+def tiny_distilbert(tmp_path_factory, make_test_model) -> Path:
     """Tiny DistilBERT masked-LM checkpoint (no token_type_ids input)."""
-    return _factory().make_test_model(tmp_path_factory.mktemp("tiny-distilbert"), arch="distilbert")
+    return make_test_model(tmp_path_factory.mktemp("tiny-distilbert"), arch="distilbert")
 
 
 @pytest.fixture(scope="session")

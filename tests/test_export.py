@@ -13,12 +13,13 @@ import onnxruntime as ort
 import pytest
 import torch
 import transformers
+from paths import TOKENIZER_JSON
 
-from export.build import ExportOptions  # noqa: E402
-from export.cli import main  # noqa: E402
-from export.parity import Thresholds, check_parity, parity_batches  # noqa: E402
 from spladerunner.manifest import GraphEntry, Manifest  # noqa: E402
 from spladerunner.tokenization import load_tokenizer, special_token_ids  # noqa: E402
+from spladerunner_export.build import ExportOptions  # noqa: E402
+from spladerunner_export.cli import main  # noqa: E402
+from spladerunner_export.parity import Thresholds, check_parity, parity_batches  # noqa: E402
 
 TEXTS = [
     "do goldfish grow",
@@ -149,7 +150,7 @@ def test_topk_graph_is_topk_of_pooled(tiny_bert, tiny_bert_export, tiny_bert_top
 
 
 def test_sum_pooling_matches_formula(tmp_path, tiny_bert):
-    from export.convert import export_checkpoint
+    from spladerunner_export.convert import export_checkpoint
 
     manifest = export_checkpoint(tmp_path, tiny_bert, options=ExportOptions(pooling="sum", precisions=("fp32",)))
     inputs = encode(tiny_bert, TEXTS)
@@ -163,7 +164,7 @@ def test_sum_pooling_matches_formula(tmp_path, tiny_bert):
 
 @pytest.mark.parametrize("checkpoint", ["tiny_bert", "tiny_distilbert"])
 def test_attention_is_fused_by_default_and_exact(tmp_path, checkpoint, request):
-    from export.convert import export_checkpoint
+    from spladerunner_export.convert import export_checkpoint
 
     path = request.getfixturevalue(checkpoint)
     manifest = export_checkpoint(tmp_path, path, options=ExportOptions(precisions=("fp32", "int8")))
@@ -184,7 +185,7 @@ def test_attention_is_fused_by_default_and_exact(tmp_path, checkpoint, request):
 def test_split_skip_layer_norm_computes_the_same(with_bias):
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.graph import _split_skip_layer_norms
+    from spladerunner_export.graph import _split_skip_layer_norms
 
     rng = np.random.default_rng(0)
     hidden = 16
@@ -213,7 +214,7 @@ def test_split_skip_layer_norm_computes_the_same(with_bias):
 
 
 def test_unfused_attention_option(tmp_path, tiny_bert):
-    from export.convert import export_checkpoint
+    from spladerunner_export.convert import export_checkpoint
 
     manifest = export_checkpoint(tmp_path, tiny_bert,
                                  options=ExportOptions(precisions=("fp32",), fuse_attention=False))
@@ -243,7 +244,7 @@ def test_efficient_splade_folder(tiny_bert, tiny_bert_seed1, dual_export):
 
 
 def test_parity_check_catches_a_corrupted_graph(tmp_path, tiny_bert, tiny_bert_export):
-    from export.convert import TorchReference, load_masked_lm
+    from spladerunner_export.convert import TorchReference, load_masked_lm
 
     model = onnx.load(tiny_bert_export / "model.onnx")
     (bias,) = [i for i in model.graph.initializer if tuple(i.dims) == (30522,) and "bias" in i.name]
@@ -270,5 +271,6 @@ def test_cli_exit_codes(tmp_path, tiny_distilbert, capsys):
     assert report["graphs"]["model"]["fp32"]["passed"] and not report["graphs"]["model"]["int8"]["passed"]
     with pytest.raises(SystemExit):
         main(["convert", "--query-checkpoint", str(tiny_distilbert), str(tmp_path / "half")])
-    assert main(["test-model", str(tmp_path / "made"), "--arch", "distilbert", "--seed", "3"]) == 0
+    assert main(["test-model", str(tmp_path / "made"), "--tokenizer", str(TOKENIZER_JSON), "--arch", "distilbert",
+                 "--seed", "3"]) == 0
     assert json.loads((tmp_path / "made" / "calibration.json").read_text())["seed"] == 3

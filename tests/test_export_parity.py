@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from paths import TOKENIZER_JSON  # noqa: E402
 
-from export.parity import (  # noqa: E402
+from spladerunner.tokenization import load_tokenizer  # noqa: E402
+from spladerunner_export.parity import (  # noqa: E402
     BATCH_SIZES,
     PARITY_TEXTS,
     Metrics,
@@ -16,7 +17,6 @@ from export.parity import (  # noqa: E402
     parity_batches,
     passes,
 )
-from spladerunner.tokenization import load_tokenizer  # noqa: E402
 
 
 def test_compare_worst_rows():

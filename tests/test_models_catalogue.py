@@ -16,7 +16,7 @@ def test_the_runtime_default_is_the_catalogue_default():
 
 
 def test_every_entry_is_complete_and_its_convert_command_parses():
-    from export.cli import _parser
+    from spladerunner_export.cli import _parser
 
     ids = [m["id"] for m in CATALOGUE["models"]]
     assert len(ids) == len(set(ids))

@@ -1,7 +1,8 @@
 """Every README example runs as written: python blocks in one interpreter, bash blocks line by line.
 
 The default model id resolves through a Hugging Face cache folder holding a tiny foreign logits model
-under `Qdrant/Splade_PP_en_v1`, in offline mode: the same code path a user's first run takes, minus
+under `Qdrant/Splade_PP_en_v1` (and the shared BERT tokenizer under `google-bert/bert-base-uncased`,
+the test-model factory's default), in offline mode: the same code path a user's first run takes, minus
 the download. `pip install ... &&` prefixes are set-up, not examples: the rest of such a line runs.
 """
 
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 
 from hf_cache import populate_hf_cache
-from paths import REPO
+from paths import REPO, TOKENIZER_DIR
+
+from spladerunner_export.calibration import DEFAULT_TOKENIZER
 
 README = REPO / "README.md"
 TEST_COMMAND = "python -m pytest -q"
@@ -39,6 +42,7 @@ def bash_commands() -> list[str]:
 def example_env(workdir: Path, foreign_logits_folder: Path) -> dict[str, str]:
     cache = workdir / "hf-cache"
     populate_hf_cache(cache, "Qdrant/Splade_PP_en_v1", foreign_logits_folder)
+    populate_hf_cache(cache, DEFAULT_TOKENIZER, TOKENIZER_DIR)
     bin_dir = str(Path(sys.executable).parent)
     return {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}

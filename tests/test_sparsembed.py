@@ -12,19 +12,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from export.convert import load_masked_lm  # noqa: E402
-from export.sparsembed import (  # noqa: E402
+from spladerunner.expander import Expander  # noqa: E402
+from spladerunner.manifest import Manifest, ManifestError  # noqa: E402
+from spladerunner.sparsembed import SparsEmbedEncoder, SparsEmbedSettings, encode_marked  # noqa: E402
+from spladerunner.sparsembed_index import SparsEmbedIndex  # noqa: E402
+from spladerunner.tokenization import Encoded, batches, special_token_ids  # noqa: E402
+from spladerunner_export.convert import load_masked_lm  # noqa: E402
+from spladerunner_export.sparsembed import (  # noqa: E402
     SparsEmbedReference,
     add_sparsembed_head,
     export_sparsembed,
     load_projection,
     read_settings,
 )
-from spladerunner.expander import Expander  # noqa: E402
-from spladerunner.manifest import Manifest, ManifestError  # noqa: E402
-from spladerunner.sparsembed import SparsEmbedEncoder, SparsEmbedSettings, encode_marked  # noqa: E402
-from spladerunner.sparsembed_index import SparsEmbedIndex  # noqa: E402
-from spladerunner.tokenization import Encoded, batches, special_token_ids  # noqa: E402
 
 TEXTS = [
     "do goldfish grow",
@@ -179,7 +179,7 @@ def test_retriever_end_to_end(positions_export, tmp_path):
 
 
 def test_export_cli(sparsembed_checkpoint, tmp_path):
-    from export.cli import main
+    from spladerunner_export.cli import main
 
     out = tmp_path / "cli"
     assert main(["sparsembed", str(sparsembed_checkpoint), str(out), "--query-k", "8", "--document-k", "8",
