@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("DISABLE_TQDM", "1")  # bm25s progress bars
 

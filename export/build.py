@@ -36,8 +36,8 @@ class ExportOptions:
     top_k: int | None = None
     precisions: tuple[str, ...] = ("fp32", "int8")
     max_length: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_LENGTH))
-    # One Attention op per layer in the fp32/int8 graphs (`spladerunner_export.graph.fuse_attention`): int8 queries
-    # 7.31 vs 8.84 ms unfused, int8 documents 20.05 vs 21.02 docs/s (lever table, benchmarks/RESULTS.md).
+    # One Attention op per layer in the fp32/int8 graphs (`spladerunner_export.graph.fuse_attention`): faster int8
+    # queries, slightly slower int8 documents; the graph lever of benchmarks/RESULTS.md measures both.
     fuse_attention: bool = True
     thresholds: Thresholds = Thresholds()
 

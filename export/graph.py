@@ -59,7 +59,7 @@ def untie_decoder(model: onnx.ModelProto) -> bool:
 
     A decoder tied to the word embeddings reads them through a Transpose or shares the Gather's
     initializer; dynamic quantisation then leaves the decoder in fp32 behind DequantizeLinear and
-    int8 runs slower than fp32 on short queries (27 ms vs 6.4 ms measured).
+    int8 runs slower than fp32 on short queries.
     """
     initializers = {i.name: i for i in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -152,11 +152,11 @@ def fuse_attention(model: onnx.ModelProto) -> int:
 
     Unfused, a BERT layer's attention is some 40 small ops (shape arithmetic, reshapes, transposes,
     mask add); at query lengths their dispatch costs more than their arithmetic, and one op per layer
-    makes int8 queries 7.31 instead of 8.84 ms (BERT-base, 2 cores; benchmarks/RESULTS.md). onnxruntime's
+    makes int8 queries faster (the graph lever of benchmarks/RESULTS.md measures both). onnxruntime's
     BERT optimizer finds attention by anchoring on SkipLayerNormalization, so it fuses those too;
     they are split back into Add + LayerNormalization here, because onnxruntime's CPU
-    SkipLayerNormalization kernel is a scalar loop (about 8x slower than Add + LayerNormalization
-    on [1024, 768]). The raw 2-D mask is kept, so the fused graph takes any padding side.
+    SkipLayerNormalization kernel is a scalar loop, slower than Add + LayerNormalization. The raw 2-D
+    mask is kept, so the fused graph takes any padding side.
     """
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
@@ -208,8 +208,8 @@ def _max_over_positions(graph: _Builder, mask: str, logits: str) -> str:
     positions get position 0's hidden state before the decoder (the runtime pads on the right, so
     position 0 is [CLS]) and repeat a real row, which cannot change a max; ReduceMax then reads the
     decoder MatMul directly and the bias add (or cast) between it and the logits runs on [batch, vocab],
-    since max_i(z_i + b) = max_i(z_i) + b. Exact; measured on BERT-base int8, 1024-token batches:
-    16.1 -> 19.2 docs/s and 843 -> 481 MB peak. Graphs with a reshape on that path mask the logits
+    since max_i(z_i + b) = max_i(z_i) + b. Exact, and it halves peak memory (benchmarks/RESULTS.md).
+    Graphs with a reshape on that path mask the logits
     (padding -> 0, exact because relu follows) and reduce those instead.
     """
     model = graph.model

@@ -96,3 +96,14 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     bad.write_text("from .retrieval import SparseIndex\n")
     [(target, _)] = imports("bm25", bad)
     assert target == "spladerunner.retrieval" and layer_of("retrieval") > layer_of("bm25")
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """pyproject lists the packages by hand (the toolkit's folder is mapped): a new sub-package must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"spladerunner_export"} | {
+        ".".join(("spladerunner", *init.parent.relative_to(PACKAGE).parts)).rstrip(".")
+        for init in PACKAGE.rglob("__init__.py")}
+    assert folders == listed
