@@ -15,7 +15,7 @@ from export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, chec
 from export.provenance import exporter_versions, sha256
 from export.quantize import quantize_int8, to_fp16
 from spladerunner.manifest import MODES, POOLINGS, PRECISIONS, GraphEntry, Manifest
-from spladerunner.tokenization import load_tokenizer, special_token_ids
+from spladerunner.tokenization import load_tokenizer, special_token_ids, vocabulary_sha256
 
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
@@ -95,7 +95,7 @@ def build(out: Path, encoders: dict[str, Encoder], modes: dict[str, str], tokeni
         kind="splade", vocab_size=vocab, special_token_ids=specials, max_length=dict(options.max_length),
         encoders={mode: entries[key] for mode, key in modes.items()}, pooling=options.pooling,
         activation="log1p_relu", tokenizer="tokenizer.json", source=source, quantization=quantization,
-        exporter=exporter_versions(),
+        exporter=exporter_versions(), vocabulary_sha256=vocabulary_sha256(tokenizer),
         parity={"passed": passed, "reference": reference_name, "texts": len(PARITY_TEXTS),
                 "batch_sizes": list(BATCH_SIZES), "thresholds": asdict(options.thresholds), "graphs": parity})
     manifest.write(out)

@@ -43,7 +43,7 @@ from spladerunner.manifest import (
     Manifest,
 )
 from spladerunner.sparsembed import SOFTMAX_AXES, marked_texts
-from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids
+from spladerunner.tokenization import Batch, load_tokenizer, special_token_ids, vocabulary_sha256
 
 LINEAR_FILE = "linear.pt"
 METADATA_FILE = "metadata.json"
@@ -323,7 +323,8 @@ def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str 
     manifest = Manifest(
         kind="sparsembed", vocab_size=model.config.vocab_size, special_token_ids=specials,
         max_length=dict(settings.max_length), encoders={mode: entries[key] for mode, key in keys.items()},
-        tokenizer="tokenizer.json", extra=settings.extra(int(projection.shape[0])), source=resolved.record(),
+        tokenizer="tokenizer.json", vocabulary_sha256=vocabulary_sha256(tokenizer),
+        extra=settings.extra(int(projection.shape[0])), source=resolved.record(),
         quantization=quantization, exporter={**exporter_versions(), "graph": "torch.onnx.export(dynamo=False)"},
         parity={"passed": passed, "reference": "torch", "texts": len(PARITY_TEXTS), "batch_sizes": list(BATCH_SIZES),
                 "thresholds": {**asdict(thresholds), "embeddings": asdict(embedding_thresholds)}, "graphs": parity})
