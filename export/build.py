@@ -18,7 +18,7 @@ import onnx
 from tokenizers import Tokenizer
 
 from spladerunner.manifest import DEFAULT_MAX_LENGTH, MODES, POOLINGS, PRECISIONS, GraphEntry, Manifest
-from spladerunner.tokenization import load_tokenizer, special_token_ids
+from spladerunner.tokenization import load_tokenizer, special_token_ids, vocabulary_sha256
 from spladerunner_export.errors import ExportError
 from spladerunner_export.graph import fuse_attention, fuse_pooling, untie_decoder, vocab_size
 from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, check_parity, parity_batches
@@ -119,7 +119,7 @@ def assemble(out: Path, encoders: dict[str, EncoderExport], modes: dict[str, str
         kind=kind, vocab_size=vocab, special_token_ids=specials, max_length=dict(max_length),
         encoders={mode: entries[key] for mode, key in modes.items()}, pooling=pooling, activation="log1p_relu",
         tokenizer="tokenizer.json", extra=dict(extra or {}), source=source, quantization=quantization,
-        exporter={**exporter_versions(), **(exporter or {})},
+        exporter={**exporter_versions(), **(exporter or {})}, vocabulary_sha256=vocabulary_sha256(tokenizer),
         parity={"passed": passed, "reference": reference_name, "texts": len(PARITY_TEXTS),
                 "batch_sizes": list(BATCH_SIZES), "thresholds": thresholds, "graphs": parity})
     manifest.write(out)

@@ -33,6 +33,7 @@ _EXPORTS = {
     "ModelNotFoundError": "errors",
     "IndexFormatError": "errors",
     "InputError": "errors",
+    "InputTypeError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         GraphError,
         IndexFormatError,
         InputError,
+        InputTypeError,
         ManifestError,
         ModelNotFoundError,
         ProviderError,

@@ -21,6 +21,10 @@ class GraphError(SpladerunnerError, ValueError):
     """An ONNX graph is unreadable, was swapped, or does not match what its manifest says."""
 
 
+class GraphLayoutError(GraphError):
+    """A graph loaded but its inputs or outputs are not what its manifest (or a foreign layout) says."""
+
+
 class ProviderError(SpladerunnerError, RuntimeError):
     """A requested execution provider is not active in the session."""
 
@@ -35,3 +39,7 @@ class IndexFormatError(SpladerunnerError, ValueError):
 
 class InputError(SpladerunnerError, ValueError):
     """An argument or input record is invalid; names the argument, the text position or the file and line."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument or text of the wrong type: an `InputError` that `except TypeError` also catches."""

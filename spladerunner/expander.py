@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .errors import GraphLayoutError, InputError, InputTypeError
+from .graph_scan import position_table_size
+from .integrity import verify_graph
 from .loading import DEFAULT_MODEL, ModelSource, load_manifest, open_source
 from .manifest import (
+    MANIFEST_NAME,
+    MAX_MAX_LENGTH,
     MODES,
     POOLED_OUTPUT,
     TOPK_IDS_OUTPUT,
@@ -22,21 +30,58 @@ from .manifest import (
 )
 from .session import CPU, CUDA, GraphSession, normalise_providers
 from .sparse import SparseBatch, SparseVector, sparsify, sparsify_candidates
-from .tokenization import Encoded, batches, encode, load_tokenizer, special_token_ids, vocabulary
+from .tokenization import (
+    Batch,
+    Encoded,
+    batches,
+    encode,
+    load_tokenizer,
+    special_token_ids,
+    vocabulary,
+    vocabulary_sha256,
+)
 
 logger = logging.getLogger("spladerunner")
 
 
+# Lone UTF-16 surrogates: Python strings may hold them (decoding with errors="surrogateescape"), tokenizers
+# (Rust) cannot take them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_texts(texts: str | Sequence[str]) -> list[str]:
-    """The texts as a list, or a TypeError naming the first item that is not a str."""
+    """The texts as a list; an `InputError` naming the first item that is not a str or not valid Unicode."""
     if isinstance(texts, str):
-        return [texts]
-    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
-        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
-    for position, text in enumerate(texts):
+        items, names = [texts], lambda position: "text"
+    elif isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
+        raise InputTypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+    else:
+        items, names = list(texts), lambda position: f"texts[{position}]"
+    for position, text in enumerate(items):
         if not isinstance(text, str):
-            raise TypeError(f"texts[{position}] is {type(text).__name__}, expected str")
-    return list(texts)
+            raise InputTypeError(f"{names(position)} is {type(text).__name__}, expected str")
+        surrogate = _SURROGATE.search(text)
+        if surrogate:
+            raise InputError(f"{names(position)} holds a lone surrogate U+{ord(surrogate.group()):04X} at character "
+                             f"{surrogate.start()}: not valid Unicode (fix the decoding that produced it)")
+    return items
+
+
+def check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise InputTypeError(f"threshold must be a number, got {type(threshold).__name__}")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise InputError(f"threshold must be a finite number >= 0 (weights are never negative), got {threshold!r}")
+    return float(threshold)
+
+
+def check_count(name: str, value: int, minimum: int = 1) -> int:
+    """A positive integer argument (not a bool, not a float), as int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
 
 
 class Expander:
@@ -53,6 +98,13 @@ class Expander:
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
         writes a [rows, length, vocab] decoder output, so small batches are lighter and, on CPU, faster too
         (BERT-base int8, 2 cores: 1024 tokens 18.2 docs/s at 469 MB peak, 4096 tokens 14.2 docs/s at 985 MB).
+
+    Everything that can be checked is checked at construction, not at the first `expand`: every manifest
+    field's type and range, file paths staying inside the folder, each graph's sha256 against the manifest
+    (`spladerunner.integrity`; verified digests are cached), the tokenizer's vocabulary hash, the graphs'
+    sessions (created here, on the requested providers) and the max lengths against each graph's position
+    table. One Expander may be shared by any number of threads: tokenisation never reconfigures the shared
+    tokenizer and onnxruntime sessions run concurrently.
     """
 
     KIND = "splade"  # the manifest kind this class runs (`SparsEmbedEncoder` subclasses it for "sparsembed")
@@ -62,22 +114,26 @@ class Expander:
                  revision: str | None = None, cache_dir: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
                  max_tokens: int = 1024, max_batch_size: int = 64):
-        if max_tokens < 1 or max_batch_size < 1:
-            raise ValueError("max_tokens and max_batch_size must be positive")
+        self.max_tokens = check_count("max_tokens", max_tokens)
+        self.max_batch_size = check_count("max_batch_size", max_batch_size)
+        overrides = {"query": query_max_length, "document": document_max_length}
+        for mode, override in overrides.items():
+            if override is not None:
+                check_count(f"{mode}_max_length", override, minimum=2)  # room for the special tokens
+                if override > MAX_MAX_LENGTH:
+                    raise InputError(f"{mode}_max_length must be <= {MAX_MAX_LENGTH}, got {override}")
+        if threads is not None:
+            check_count("threads", threads)
         self.source: ModelSource = open_source(model, revision=revision, cache_dir=cache_dir)
         self.manifest: Manifest = load_manifest(self.source)
         if self.manifest.kind != self.KIND:
             raise ManifestError(f"{self.source.name}: kind {self.manifest.kind!r} is not a {self.KIND!r} model")
         self.providers = normalise_providers(providers)
         self.threads = threads
-        self.max_tokens = max_tokens
-        self.max_batch_size = max_batch_size
         self.max_length: dict[str, int] = dict(self.manifest.max_length)
-        for mode, override in (("query", query_max_length), ("document", document_max_length)):
+        for mode, override in overrides.items():
             if override is not None:
-                if override < 2:
-                    raise ValueError(f"{mode}_max_length must be >= 2 (room for the special tokens)")
-                self.max_length[mode] = override
+                self.max_length[mode] = int(override)
 
         tokenizer_path = self.source.fetch(self.manifest.tokenizer)
         self.tokenizer = load_tokenizer(tokenizer_path)
@@ -86,18 +142,72 @@ class Expander:
             raise ManifestError(f"{tokenizer_path}: tokenizer has {tokenizer_size} tokens but the model "
                                 f"outputs a vocabulary of {self.manifest.vocab_size}")
         self.vocab: list[str] = vocabulary(self.tokenizer)
+        expected = self.manifest.vocabulary_sha256
+        if expected is not None and vocabulary_sha256(self.vocab) != expected:
+            raise ManifestError(f"{tokenizer_path}: the tokenizer's vocabulary is not the one the model was exported "
+                                f"with ({MANIFEST_NAME} vocabulary_sha256 {expected}); same size, other tokens")
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         tokenizer_specials = special_token_ids(self.tokenizer)
         self.drop_ids = np.array(sorted(set(self.manifest.special_token_ids) | set(tokenizer_specials)),
                                  dtype=np.int64)
         self.precision = self._choose_precision(precision)
-        self._sessions: dict[str, GraphSession] = {}
+        # Keyed by the whole entry: two modes naming one file with different layouts get both checked.
+        self._sessions: dict[GraphEntry, GraphSession] = {}
+        for mode in MODES:
+            entry = self.graph(mode)
+            if entry not in self._sessions:
+                self._sessions[entry] = self._open(entry)
+        self._check_max_lengths(overridden={mode: value is not None for mode, value in overrides.items()})
+
+    @property
+    def _derived(self) -> bool:
+        """Whether the manifest was derived for a foreign logits graph (the folder has no spladerunner.json)."""
+        return "foreign_graph" in self.manifest.source
+
+    def _open(self, entry: GraphEntry) -> GraphSession:
+        path = self.source.fetch(entry.path)
+        verify_graph(path, entry.sha256)
+        try:
+            return GraphSession(path, entry, vocab_size=self.manifest.vocab_size, pooling=self.manifest.pooling,
+                                providers=self.providers, threads=self.threads)
+        except GraphLayoutError as exc:
+            if not self._derived:
+                raise
+            raise ManifestError(f"{self.source.name}: {MANIFEST_NAME} is missing, so {entry.path} was taken for a "
+                                f"foreign logits graph, but it is not one ({exc})") from None
+
+    def _check_max_lengths(self, overridden: dict[str, bool]) -> None:
+        """Refuse a max length beyond a graph's position table (it would fail inside onnxruntime at the
+        first long text). The table's size is read from the graph (`graph_scan`); when it cannot be
+        identified, one batch of max-length tokens is run instead (BERT-base, 512 tokens: 1.2 s on 2 cores).
+        A manifest derived for a foreign graph takes the table's size as its max length when smaller."""
+        tables = {entry: position_table_size(session.path) for entry, session in self._sessions.items()}
+        for mode in MODES:
+            session, length = self.session(mode), self.max_length[mode]
+            what = (f"{mode}_max_length={length}" if overridden[mode]
+                    else f"max_length.{mode}={length} ({MANIFEST_NAME})" if not self._derived
+                    else f"the default max length {length} of a foreign graph (pass {mode}_max_length)")
+            error = InputError if overridden[mode] else ManifestError
+            table = tables[self.graph(mode)]
+            if table is None:
+                ids = np.full((1, length), self.pad_id, dtype=np.int64)
+                try:
+                    session.run(Batch(np.zeros(1, np.int64), ids, np.ones_like(ids)))
+                except Exception as exc:  # onnxruntime's own exception types
+                    raise error(f"{session.path}: the graph fails on {length} tokens, so {what} is too long "
+                                f"({type(exc).__name__}: {str(exc)[:300]})") from None
+            elif length > table:
+                if self._derived and not overridden[mode]:
+                    self.max_length[mode] = table
+                    continue
+                raise error(f"{session.path}: the graph's position table holds {table} positions, "
+                            f"{what} exceeds it")
 
     def _choose_precision(self, precision: str | None) -> str:
         available = set(self.manifest.precisions("query")) & set(self.manifest.precisions("document"))
         if precision is not None:
             if precision not in available:
-                raise ValueError(f"{self.source.name}: precision {precision!r} not exported; "
+                raise InputError(f"{self.source.name}: precision {precision!r} not exported; "
                                  f"available: {sorted(available)}")
             return precision
         on_cuda = CUDA in [p if isinstance(p, str) else p[0] for p in self.providers]
@@ -110,13 +220,8 @@ class Expander:
         return self.manifest.encoders[mode][self.precision]
 
     def session(self, mode: Mode) -> GraphSession:
-        """The session for a mode, created on first use; modes sharing a graph share the session."""
-        entry = self.graph(mode)
-        if entry.path not in self._sessions:
-            self._sessions[entry.path] = GraphSession(
-                self.source.fetch(entry.path), entry, vocab_size=self.manifest.vocab_size,
-                pooling=self.manifest.pooling, providers=self.providers, threads=self.threads)
-        return self._sessions[entry.path]
+        """The session of a mode (created at construction); modes sharing a graph share the session."""
+        return self._sessions[self.graph(mode)]
 
     def expand_batch(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
                      threshold: float = 0.0) -> SparseBatch:
@@ -129,22 +234,34 @@ class Expander:
         return self._run(texts, query=query, top_k=top_k, threshold=threshold)
 
     def _run(self, texts: str | Sequence[str], *, query: bool, top_k: int | None, threshold: float) -> Any:
-        """Tokenise, batch by length, run, sparsify each batch (`_collect`) and restore input order."""
+        """Tokenise, batch by length, run, sparsify each batch (`_collect`) and restore input order.
+
+        Blank texts (nothing left once tokenised: empty, whitespace, control characters) get empty rows
+        without running through the model; the other texts are batched as if they were not there.
+        """
         texts = check_texts(texts)
-        if threshold < 0:
-            raise ValueError(f"threshold must be >= 0 (weights are never negative), got {threshold}")
+        threshold = check_threshold(threshold)
         mode: Mode = MODES[0] if query else MODES[1]
         session = self.session(mode)
-        self._check_top_k(top_k, session.entry.top_k)
+        if top_k is not None:
+            top_k = check_count("top_k", top_k)
+            if session.entry.top_k is not None and top_k > session.entry.top_k:
+                raise InputError(f"top_k={top_k} exceeds the {session.entry.top_k} terms this graph keeps per text")
         encoded = self._encode(texts, mode)
+        live = np.flatnonzero(~encoded.blank)
         parts, order = [], []
-        padded = batches(encoded, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size, pad_id=self.pad_id)
-        for batch, outputs in session.run_all(padded, overlap=session.providers[0] != CPU and len(texts) > 1):
-            parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
-                                       truncated=encoded.truncated[batch.rows]))
-            order.append(batch.rows)
+        if len(live):
+            kept = encoded if len(live) == len(texts) else encoded.subset(live)
+            padded = batches(kept, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size, pad_id=self.pad_id)
+            for batch, outputs in session.run_all(padded, overlap=session.providers[0] != CPU and len(live) > 1):
+                parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
+                                           truncated=kept.truncated[batch.rows]))
+                order.append(live[batch.rows])
+        if len(live) < len(texts):
+            parts.append(self._empty(len(texts) - len(live)))
+            order.append(np.flatnonzero(encoded.blank))
         if not parts:
-            return self._empty()
+            return self._empty(0)
         # Row r of the concatenation is input text sorted_rows[r]; invert that to restore input order.
         sorted_rows = np.concatenate(order)
         position = np.empty_like(sorted_rows)
@@ -153,13 +270,6 @@ class Expander:
         if truncated:
             logger.info("%d of %d texts were truncated at %d tokens", truncated, len(texts), self.max_length[mode])
         return type(parts[0]).concat(parts).take(position)
-
-    @staticmethod
-    def _check_top_k(top_k: int | None, graph_top_k: int | None) -> None:
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k}")
-        if top_k is not None and graph_top_k is not None and top_k > graph_top_k:
-            raise ValueError(f"top_k={top_k} exceeds the {graph_top_k} terms this graph keeps per text")
 
     def _encode(self, texts: list[str], mode: Mode) -> Encoded:
         return encode(self.tokenizer, texts, self.max_length[mode])
@@ -175,8 +285,8 @@ class Expander:
             vocab_size=self.manifest.vocab_size, threshold=threshold, top_k=top_k, drop_ids=self.drop_ids,
             vocab=self.vocab, truncated=truncated)
 
-    def _empty(self) -> SparseBatch:
-        return SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+    def _empty(self, rows: int) -> SparseBatch:
+        return SparseBatch(np.zeros(rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
                            self.manifest.vocab_size, self.vocab)
 
     def expand(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import ManifestError, ModelNotFoundError
-from .manifest import MANIFEST_NAME, GraphEntry, Manifest
+from .manifest import MANIFEST_NAME, GraphEntry, Manifest, check_relative_path
 
 # SPLADE++ (prithivida/Splade_PP_en_v1, Apache-2.0) as exported to ONNX by Qdrant; see models/.
 DEFAULT_MODEL = "Qdrant/Splade_PP_en_v1"
@@ -34,22 +34,32 @@ class ModelSource:
         return self.folder is not None
 
     def fetch(self, filename: str) -> Path:
-        """Local path of one file of the model, downloading it into the HF cache if needed."""
+        """Local path of one file of the model, downloading it into the HF cache if needed.
+
+        A path that leaves the model folder (`..`, absolute, or a symlink resolving elsewhere) raises
+        `ManifestError`: model folders may come from anyone. Hub files are symlinks into the repository's
+        `blobs/`, which counts as inside; so does a local folder that is itself an HF cache snapshot.
+        """
+        problem = check_relative_path(filename)
+        if problem:
+            raise ManifestError(f"{self.name}: file {problem}")
         if self.folder is not None:
             path = self.folder / filename
             if not path.is_file():
                 raise ModelNotFoundError(f"{path}: file missing from model folder {self.folder}")
-            return path
+            return _contained(path, self.folder)
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
         try:
-            return Path(hf_hub_download(self.name, filename, revision=self.revision, cache_dir=self.cache_dir))
+            path = Path(hf_hub_download(self.name, filename, revision=self.revision, cache_dir=self.cache_dir))
         except (EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError) as exc:
             raise ModelNotFoundError(
                 f"{self.name}/{filename}: not found in the Hugging Face cache or on the hub "
                 f"(revision {self.revision or 'main'}): {type(exc).__name__}"
             ) from exc
+        snapshot = path.parents[len(PurePosixPath(filename).parts) - 1]
+        return _contained(path, snapshot)
 
     def exists(self, filename: str) -> bool:
         try:
@@ -57,6 +67,16 @@ class ModelSource:
         except ModelNotFoundError:
             return False
         return True
+
+
+def _contained(path: Path, folder: Path) -> Path:
+    """`path` if it resolves inside `folder` (or, for an HF cache snapshot, inside its repository's blobs)."""
+    real, roots = path.resolve(), [folder.resolve()]
+    if folder.parent.name == "snapshots":  # models--org--name/snapshots/<commit>/ -> ../../blobs/<sha256>
+        roots.append(folder.parent.parent.resolve() / "blobs")
+    if not any(real.is_relative_to(root) for root in roots):
+        raise ManifestError(f"{path}: resolves to {real}, outside the model folder {folder}")
+    return path
 
 
 def open_source(model: str | Path, *, revision: str | None = None, cache_dir: str | None = None) -> ModelSource:
@@ -79,9 +99,13 @@ def load_manifest(source: ModelSource) -> Manifest:
     for graph in FOREIGN_GRAPHS:
         if source.exists(graph):
             return foreign_manifest(source, graph)
-    where = "in this folder" if source.is_local else (
-        f"in the Hugging Face cache or on the hub (revision {source.revision or 'main'}"
-        + (", HF_HUB_OFFLINE is set)" if is_offline() else ")"))
+    if source.is_local:
+        raise ModelNotFoundError(
+            f"{source.folder}: {MANIFEST_NAME} is missing (the manifest of a spladerunner export), and there "
+            f"is no foreign logits graph either (looked for {' and '.join(FOREIGN_GRAPHS)})"
+        )
+    where = (f"in the Hugging Face cache or on the hub (revision {source.revision or 'main'}"
+             + (", HF_HUB_OFFLINE is set)" if is_offline() else ")"))
     raise ModelNotFoundError(
         f"{source.name}: not found {where}: neither {MANIFEST_NAME} (a spladerunner export) nor a logits "
         f"graph ({' or '.join(FOREIGN_GRAPHS)})"

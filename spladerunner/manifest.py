@@ -14,8 +14,9 @@ models give each its own graph. Graph outputs come in three layouts (`GraphOutpu
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 from .errors import ManifestError
@@ -31,6 +32,12 @@ POOLINGS = ("max", "sum")
 KINDS = ("splade", "sparsembed")
 # Max lengths (tokens) an export records when not told otherwise.
 DEFAULT_MAX_LENGTH: dict[str, int] = {"query": 64, "document": 256}
+ACTIVATIONS = ("log1p_relu",)
+# Bounds on a manifest's integers: vocabulary ids are int32 in every sparse vector; no encoder has a
+# position table anywhere near a million rows (the graph's own table is checked at load as well).
+MAX_VOCAB_SIZE = 2**31 - 1
+MAX_MAX_LENGTH = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # Output tensor names of fused graphs; the runtime checks the graph against them.
 POOLED_OUTPUT = "sparse_weights"
@@ -49,9 +56,31 @@ class GraphEntry:
     sha256: str | None = None
 
 
+def is_int(value: Any) -> bool:
+    """A JSON integer (bool is an int subclass in Python, never a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_relative_path(value: Any) -> str | None:
+    """The problem with a file path from a manifest, or None: it must stay inside the model folder."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return "must be a non-empty relative path"
+    posix = PurePosixPath(value)
+    if posix.is_absolute() or PureWindowsPath(value).is_absolute() or PureWindowsPath(value).drive:
+        return f"{value!r} is an absolute path; paths must stay inside the model folder"
+    if ".." in posix.parts or ".." in PureWindowsPath(value).parts:
+        return f"{value!r} leaves the model folder"
+    return None
+
+
 @dataclass
 class Manifest:
-    """Parsed `spladerunner.json`. `encoders[mode][precision]` names the graph to run."""
+    """Parsed `spladerunner.json`. `encoders[mode][precision]` names the graph to run.
+
+    `vocabulary_sha256` (optional, written by exporters since format 1 gained it): the tokenizer's
+    vocabulary hash (`spladerunner.integrity.vocabulary_sha256`); the runtime refuses a tokenizer whose
+    vocabulary differs. Older manifests without it still load.
+    """
 
     kind: str
     vocab_size: int
@@ -61,6 +90,7 @@ class Manifest:
     pooling: str = "max"
     activation: str = "log1p_relu"
     tokenizer: str = "tokenizer.json"
+    vocabulary_sha256: str | None = None
     format_version: int = FORMAT_VERSION
     # Model-family extras (SparsEmbed: k per mode, embedding dim, softmax axis), provenance and parity.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +104,8 @@ class Manifest:
 
     def to_json(self) -> str:
         data = asdict(self)
+        if data["vocabulary_sha256"] is None:
+            del data["vocabulary_sha256"]
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     def write(self, folder: str | Path) -> Path:
@@ -88,37 +120,52 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ManifestError(f"{path}: manifest not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise ManifestError(f"{path}: not a usable manifest (JSON nested too deeply)") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or an integer of > 4300 digits
             raise ManifestError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, path)
 
     @classmethod
     def from_dict(cls, data: Any, path: Path | str = MANIFEST_NAME) -> Manifest:
+        """Check every field's type and range; a `ManifestError` names the file and the field at fault."""
         def fail(problem: str) -> ManifestError:
             return ManifestError(f"{path}: {problem}")
 
         if not isinstance(data, dict):
             raise fail("top level must be a JSON object")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if not is_int(version) or version != FORMAT_VERSION:
             raise fail(f"format_version {version!r} is not supported (this runtime reads {FORMAT_VERSION})")
         for key in ("kind", "vocab_size", "special_token_ids", "max_length", "encoders"):
             if key not in data:
                 raise fail(f"missing field {key!r}")
-        if data["kind"] not in KINDS:
+        if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
             raise fail(f"kind {data['kind']!r} is not one of {KINDS}")
-        if not isinstance(data["vocab_size"], int) or data["vocab_size"] <= 0:
-            raise fail(f"vocab_size must be a positive integer, got {data['vocab_size']!r}")
-        if data.get("pooling", "max") not in POOLINGS:
-            raise fail(f"pooling {data['pooling']!r} is not one of {POOLINGS}")
+        vocab_size = data["vocab_size"]
+        if not is_int(vocab_size) or not 0 < vocab_size <= MAX_VOCAB_SIZE:
+            raise fail(f"vocab_size must be an integer in [1, {MAX_VOCAB_SIZE}], got {_short(vocab_size)}")
+        for key, allowed in (("pooling", POOLINGS), ("activation", ACTIVATIONS)):
+            value = data.get(key, allowed[0])
+            if not isinstance(value, str) or value not in allowed:
+                raise fail(f"{key} {_short(value)} is not one of {allowed}")
         specials = data["special_token_ids"]
-        if not isinstance(specials, list) or not all(isinstance(i, int) for i in specials):
-            raise fail("special_token_ids must be a list of integers")
+        if not isinstance(specials, list) or not all(is_int(i) and 0 <= i < vocab_size for i in specials):
+            raise fail(f"special_token_ids must be a list of token ids in [0, vocab_size={vocab_size})")
         max_length = data["max_length"]
         for mode in MODES:
             value = max_length.get(mode) if isinstance(max_length, dict) else None
-            if not isinstance(value, int) or value < 2:
-                raise fail(f"max_length.{mode} must be an integer >= 2, got {value!r}")
+            if not is_int(value) or not 2 <= value <= MAX_MAX_LENGTH:
+                raise fail(f"max_length.{mode} must be an integer in [2, {MAX_MAX_LENGTH}], got {_short(value)}")
+        problem = check_relative_path(data.get("tokenizer", "tokenizer.json"))
+        if problem:
+            raise fail(f"tokenizer: {problem}")
+        vocabulary = data.get("vocabulary_sha256")
+        if vocabulary is not None and not (isinstance(vocabulary, str) and _SHA256.fullmatch(vocabulary)):
+            raise fail(f"vocabulary_sha256 must be 64 lowercase hex digits, got {_short(vocabulary)}")
+        for key in ("extra", "source", "quantization", "exporter", "parity"):
+            if not isinstance(data.get(key, {}), dict):
+                raise fail(f"{key} must be a JSON object")
         encoders: dict[str, dict[str, GraphEntry]] = {}
         raw_encoders = data["encoders"]
         for mode in MODES:
@@ -128,23 +175,42 @@ class Manifest:
             encoders[mode] = {}
             for precision, entry in graphs.items():
                 if precision not in PRECISIONS:
-                    raise fail(f"encoders.{mode}: unknown precision {precision!r} (expected {PRECISIONS})")
-                if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-                    raise fail(f"encoders.{mode}.{precision} must be an object with a 'path'")
-                unknown = set(entry) - {"path", "output", "top_k", "sha256"}
-                if unknown:
-                    raise fail(f"encoders.{mode}.{precision}: unknown fields {sorted(unknown)}")
-                graph = GraphEntry(**entry)
-                if graph.output not in GRAPH_OUTPUTS:
-                    raise fail(f"encoders.{mode}.{precision}.output {graph.output!r} not in {GRAPH_OUTPUTS}")
-                encoders[mode][precision] = graph
+                    raise fail(f"encoders.{mode}: unknown precision {_short(precision)} (expected {PRECISIONS})")
+                encoders[mode][precision] = _graph_entry(entry, f"encoders.{mode}.{precision}", vocab_size, fail)
         known = {f for f in cls.__dataclass_fields__}
         return cls(
             kind=data["kind"],
-            vocab_size=data["vocab_size"],
+            vocab_size=vocab_size,
             special_token_ids=sorted(set(specials)),
             max_length={mode: max_length[mode] for mode in MODES},
             encoders=encoders,
             **{k: v for k, v in data.items() if k in known and k not in {
                 "kind", "vocab_size", "special_token_ids", "max_length", "encoders"}},
         )
+
+
+def _graph_entry(entry: Any, name: str, vocab_size: int, fail) -> GraphEntry:
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise fail(f"{name} must be an object with a 'path'")
+    unknown = set(entry) - {"path", "output", "top_k", "sha256"}
+    if unknown:
+        raise fail(f"{name}: unknown fields {sorted(unknown)}")
+    problem = check_relative_path(entry["path"])
+    if problem:
+        raise fail(f"{name}.path: {problem}")
+    output = entry.get("output", "pooled")
+    if not isinstance(output, str) or output not in GRAPH_OUTPUTS:
+        raise fail(f"{name}.output {_short(output)} not in {GRAPH_OUTPUTS}")
+    top_k = entry.get("top_k")
+    if top_k is not None and not (is_int(top_k) and 0 < top_k <= vocab_size):
+        raise fail(f"{name}.top_k must be an integer in [1, vocab_size={vocab_size}], got {_short(top_k)}")
+    digest = entry.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+        raise fail(f"{name}.sha256 must be 64 lowercase hex digits, got {_short(digest)}")
+    return GraphEntry(**entry)
+
+
+def _short(value: Any) -> str:
+    """repr of a field value, cut short (a hostile manifest may hold a huge one)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

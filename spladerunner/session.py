@@ -8,13 +8,14 @@ array is ever made.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .errors import GraphError, ProviderError
+from .errors import GraphError, GraphLayoutError, ProviderError
 from .manifest import (
     POOLED_OUTPUT,
     TOPK_EMBEDDINGS_OUTPUT,
@@ -103,6 +104,7 @@ class GraphSession:
             )
         self.providers = active
         self._worker: ThreadPoolExecutor | None = None
+        self._worker_lock = threading.Lock()
         self.input_names = self._check_inputs()
         self._check_outputs(vocab_size)
 
@@ -110,7 +112,7 @@ class GraphSession:
         names = [i.name for i in self.session.get_inputs()]
         unknown = [n for n in names if n not in KNOWN_INPUTS]
         if unknown or "input_ids" not in names or "attention_mask" not in names:
-            raise GraphError(f"{self.path}: graph inputs {names}; expected input_ids, attention_mask "
+            raise GraphLayoutError(f"{self.path}: graph inputs {names}; expected input_ids, attention_mask "
                              "and optionally token_type_ids")
         return names
 
@@ -120,20 +122,20 @@ class GraphSession:
         if layout == "logits":
             shapes = list(outputs.values())
             if len(shapes[0]) != 3:
-                raise GraphError(f"{self.path}: a logits graph must output [batch, length, vocab], "
+                raise GraphLayoutError(f"{self.path}: a logits graph must output [batch, length, vocab], "
                                  f"got {list(outputs.items())[0]}")
             vocab_dim = shapes[0][2]
         else:
             expected = EXPECTED_OUTPUTS[layout]
             if any(name not in outputs for name in expected):
-                raise GraphError(f"{self.path}: manifest says output layout {layout!r} ({expected}) "
+                raise GraphLayoutError(f"{self.path}: manifest says output layout {layout!r} ({expected}) "
                                  f"but the graph outputs {sorted(outputs)}")
             vocab_dim = outputs[POOLED_OUTPUT][1] if layout == "pooled" else None
             top_dim = outputs[TOPK_IDS_OUTPUT][1] if layout != "pooled" else None
             if isinstance(top_dim, int) and self.entry.top_k is not None and top_dim != self.entry.top_k:
-                raise GraphError(f"{self.path}: manifest says top_k={self.entry.top_k}, graph keeps {top_dim}")
+                raise GraphLayoutError(f"{self.path}: manifest says top_k={self.entry.top_k}, graph keeps {top_dim}")
         if isinstance(vocab_dim, int) and vocab_dim != vocab_size:
-            raise GraphError(f"{self.path}: graph outputs a vocabulary of {vocab_dim} entries, but the "
+            raise GraphLayoutError(f"{self.path}: graph outputs a vocabulary of {vocab_dim} entries, but the "
                              f"manifest/tokenizer has {vocab_size}")
 
     def run_all(self, batches: Iterable[Batch], *, overlap: bool) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
@@ -142,15 +144,17 @@ class GraphSession:
         On a GPU the device would otherwise idle while the CPU pads and sparsifies (onnxruntime releases
         the GIL in `run`); on CPU both would fight for the same cores. One long-lived worker thread runs
         the batches: onnxruntime's CUDA provider keeps cuBLAS/cuDNN handles per thread, so a fresh thread
-        per call would pay for new ones every time.
+        per call would pay for new ones every time. Callers on several threads share that worker (each
+        call waits on its own futures only), and `InferenceSession.run` is thread-safe.
         """
         pending: tuple[Batch, Future] | None = None
         for batch in batches:
             if not overlap:
                 yield batch, self.run(batch)
                 continue
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spladerunner-session")
+            with self._worker_lock:  # one Expander shared by threads: create the worker once
+                if self._worker is None:
+                    self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spladerunner-session")
             future = self._worker.submit(self.run, batch)
             if pending is not None:
                 yield pending[0], pending[1].result()

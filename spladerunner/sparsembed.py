@@ -24,6 +24,7 @@ from .tokenization import Encoded, encode
 
 SOFTMAX_AXES = ("positions", "terms")
 MASK_TOKEN = "[MASK]"
+MAX_EMBEDDING_DIM = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,22 @@ class SparsEmbedSettings:
 
         def per_mode(field: str, kind: type, default: Any = None) -> dict:
             value = extra.get(field, {mode: default for mode in MODES} if default is not None else None)
-            if not isinstance(value, dict) or not all(isinstance(value.get(m), kind) for m in MODES):
+            if not isinstance(value, dict) or not all(
+                    isinstance(value.get(m), kind) and not isinstance(value.get(m), bool) for m in MODES):
                 raise ManifestError(f"{name}: extra.{field} must map query and document to {kind.__name__}")
             return {m: value[m] for m in MODES}
 
         settings = cls(k=per_mode("k", int), embedding_dim=extra.get("embedding_dim"),
                        softmax_axis=extra.get("softmax_axis", "positions"), prefix=per_mode("prefix", str, ""),
                        mask_tokens=per_mode("mask_tokens", int, 0))
-        if not isinstance(settings.embedding_dim, int) or settings.embedding_dim < 1:
-            raise ManifestError(f"{name}: extra.embedding_dim must be a positive integer")
+        dim = settings.embedding_dim
+        if not isinstance(dim, int) or isinstance(dim, bool) or not 1 <= dim <= MAX_EMBEDDING_DIM:
+            raise ManifestError(f"{name}: extra.embedding_dim must be an integer in [1, {MAX_EMBEDDING_DIM}]")
         if settings.softmax_axis not in SOFTMAX_AXES:
             raise ManifestError(f"{name}: extra.softmax_axis {settings.softmax_axis!r} is not one of {SOFTMAX_AXES}")
         for mode in MODES:
-            if settings.k[mode] < 1 or not 0 <= settings.mask_tokens[mode] <= manifest.max_length[mode] - 2:
+            k, masks = settings.k[mode], settings.mask_tokens[mode]
+            if not 1 <= k <= manifest.vocab_size or not 0 <= masks <= manifest.max_length[mode] - 2:
                 raise ManifestError(f"{name}: extra.k.{mode} must be >= 1 and extra.mask_tokens.{mode} leave "
                                     f"room for 2 special tokens within max_length.{mode}")
         return settings
@@ -113,8 +117,10 @@ class SparsEmbedBatch:
         return cls(SparseBatch.concat([b.terms for b in batches]), np.concatenate([b.embeddings for b in batches]))
 
     @classmethod
-    def empty(cls, vocab_size: int, dim: int, vocab: Sequence[str] | None = None) -> SparsEmbedBatch:
-        terms = SparseBatch(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), vocab_size, vocab)
+    def empty(cls, vocab_size: int, dim: int, vocab: Sequence[str] | None = None, rows: int = 0) -> SparsEmbedBatch:
+        """`rows` texts without terms."""
+        terms = SparseBatch(np.zeros(rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), vocab_size,
+                            vocab)
         return cls(terms, np.zeros((0, dim), np.float32))
 
 
@@ -127,13 +133,18 @@ def encode_marked(tokenizer: Any, texts: Sequence[str], max_length: int, *, pref
                   mask_id: int | None = None) -> Encoded:
     """Tokenise `prefix + text`, then append `mask_tokens` [MASK]s before the final special token.
 
-    The text is cut first, so the [MASK]s always survive truncation.
+    The text is cut first, so the [MASK]s always survive truncation. A text is blank (`Encoded.blank`)
+    when it adds no token to the prefix's.
     """
     encoded = encode(tokenizer, [prefix + text for text in texts], max_length - mask_tokens)
+    if prefix:
+        prefix_tokens = len(tokenizer.encode(prefix, add_special_tokens=False).ids)
+        text_tokens = encoded.lengths - tokenizer.num_special_tokens_to_add(False) - prefix_tokens
+        encoded = Encoded(encoded.ids, encoded.truncated, (text_tokens <= 0) & ~encoded.truncated)
     if not mask_tokens:
         return encoded
     masks = [mask_id] * mask_tokens
-    return Encoded([ids[:-1] + masks + ids[-1:] for ids in encoded.ids], encoded.truncated)
+    return Encoded([ids[:-1] + masks + ids[-1:] for ids in encoded.ids], encoded.truncated, encoded.blank)
 
 
 def split_candidates(ids: np.ndarray, weights: np.ndarray, embeddings: np.ndarray, *, vocab_size: int,
@@ -180,8 +191,8 @@ class SparsEmbedEncoder(Expander):
             outputs[TOPK_EMBEDDINGS_OUTPUT], vocab_size=self.manifest.vocab_size, threshold=threshold,
             top_k=top_k, drop_ids=self.drop_ids, vocab=self.vocab, truncated=truncated)
 
-    def _empty(self) -> SparsEmbedBatch:
-        return SparsEmbedBatch.empty(self.manifest.vocab_size, self.settings.embedding_dim, self.vocab)
+    def _empty(self, rows: int) -> SparsEmbedBatch:
+        return SparsEmbedBatch.empty(self.manifest.vocab_size, self.settings.embedding_dim, self.vocab, rows)
 
     def encode(self, texts: str | Sequence[str], *, query: bool = False) -> SparsEmbedVector | list[SparsEmbedVector]:
         """Encode one text (-> `SparsEmbedVector`) or a sequence of texts (-> list, in input order)."""

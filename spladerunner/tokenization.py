@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,13 @@ def vocabulary(tokenizer: Tokenizer) -> list[str]:
     return vocab
 
 
+def vocabulary_sha256(vocab: Tokenizer | Sequence[str]) -> str:
+    """sha256 of the id-ordered token strings (a compact ASCII JSON list), for the manifest: a tokenizer of
+    the same size may still hold other tokens."""
+    tokens = vocabulary(vocab) if isinstance(vocab, Tokenizer) else list(vocab)
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=True, separators=(",", ":")).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Batch:
     """One padded batch: `rows` are the positions of its texts in the caller's input."""
@@ -56,24 +65,49 @@ class Batch:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids of every text (ragged), and whether each was cut at the max length."""
+    """Token ids of every text (ragged), whether each was cut at the max length, and whether it was blank.
+
+    A blank text (empty, whitespace, control characters only: nothing left once tokenised) carries no
+    content; the expander gives it an empty vector without running it through the model.
+    """
 
     ids: list[list[int]]
     truncated: np.ndarray
+    blank: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.blank is None:
+            object.__setattr__(self, "blank", np.zeros(len(self.ids), dtype=bool))
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
 
+    def subset(self, rows: np.ndarray) -> Encoded:
+        """These rows only, in this order."""
+        return Encoded([self.ids[r] for r in rows.tolist()], self.truncated[rows], self.blank[rows])
+
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
-    """Tokenise with special tokens, cutting each text at `max_length` tokens."""
-    tokenizer.enable_truncation(max_length)
-    try:
-        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
-    finally:
-        tokenizer.no_truncation()
-    return Encoded([e.ids for e in encodings], np.array([bool(e.overflowing) for e in encodings], dtype=bool))
+    """Tokenise with special tokens, cutting each text at `max_length` tokens.
+
+    Thread-safe: the shared tokenizer is never reconfigured (toggling its truncation around each call
+    made concurrent callers fail with tokenizers' "Already borrowed"). Each text is tokenised without
+    special tokens, cut to leave room for them, then post-processed: exactly the steps, and so the ids,
+    of tokenizers' own right-side truncation (tests/test_tokenization.py checks the equality).
+    """
+    room = max_length - tokenizer.num_special_tokens_to_add(False)
+    if room < 0:
+        raise ValueError(f"max_length {max_length} leaves no room for the tokenizer's special tokens")
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    ids, truncated, blank = [], np.zeros(len(encodings), dtype=bool), np.zeros(len(encodings), dtype=bool)
+    for row, encoding in enumerate(encodings):
+        blank[row] = not encoding.ids
+        if len(encoding.ids) > room:
+            encoding.truncate(room)
+            truncated[row] = True
+        ids.append(tokenizer.post_process(encoding).ids)
+    return Encoded(ids, truncated, blank)
 
 
 def batches(encoded: Encoded, *, max_tokens: int, max_batch_size: int, pad_id: int) -> Iterator[Batch]:

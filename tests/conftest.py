@@ -7,6 +7,7 @@ torch only when first used.
 
 from __future__ import annotations
 
+import os
 import shutil
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,20 @@ from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
 
 # Files of a fastembed/Qdrant-style folder: a logits graph beside the tokenizer files.
 FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def verified_digest_cache(tmp_path_factory) -> Path:
+    """The cache of verified graph digests (`spladerunner.integrity`) lives in the session's tmp dir, not ~/.cache."""
+    folder = tmp_path_factory.mktemp("spladerunner-cache")
+    previous = os.environ.get("SPLADERUNNER_CACHE")
+    os.environ["SPLADERUNNER_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SPLADERUNNER_CACHE", None)
+    else:
+        os.environ["SPLADERUNNER_CACHE"] = previous
+
 
 
 @pytest.fixture(scope="session")

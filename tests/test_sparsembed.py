@@ -106,7 +106,10 @@ def test_runtime_equals_the_torch_formula(request, sparsembed_checkpoint, axis):
         got = encoder.encode_batch(TEXTS, query=mode == "query")
         assert got.terms.truncated.tolist() == [False, False, False, False, True, False]
         expected = reference_rows(sparsembed_checkpoint, encoder, TEXTS, mode, axis)
-        for vector, ref in zip(got, expected):
+        for text, vector, ref in zip(TEXTS, got, expected):
+            if not text:  # blank: an empty vector, never run through the graph
+                assert len(vector) == 0 and vector.embeddings.shape == (0, 32)
+                continue
             order = np.argsort(ref.ids)
             np.testing.assert_array_equal(vector.terms.ids, ref.ids[order])
             np.testing.assert_allclose(vector.terms.weights, ref.weights[order], atol=1e-4, rtol=0)
@@ -120,6 +123,8 @@ def test_int8_stays_close_to_fp32(positions_export):
     fp32, int8 = (SparsEmbedEncoder(positions_export, precision=p) for p in ("fp32", "int8"))
     for query in (True, False):
         for a, b in zip(fp32.encode_batch(TEXTS, query=query), int8.encode_batch(TEXTS, query=query)):
+            if len(a) == len(b) == 0:  # the blank text
+                continue
             shared, i, j = np.intersect1d(a.terms.ids, b.terms.ids, return_indices=True)
             assert len(shared) >= 0.8 * max(len(a), len(b))
             x, y = a.embeddings[i].ravel(), b.embeddings[j].ravel()
@@ -187,3 +192,21 @@ def test_export_cli(sparsembed_checkpoint, tmp_path):
     manifest = Manifest.read(out)
     assert manifest.extra["k"] == {"query": 8, "document": 8} and manifest.extra["softmax_axis"] == "terms"
     assert manifest.encoders["query"]["fp32"].path == "model.onnx" == manifest.encoders["document"]["fp32"].path
+
+
+def test_blank_texts_and_bad_arguments(positions_export):
+    from spladerunner import InputError, InputTypeError
+
+    encoder = SparsEmbedEncoder(positions_export, precision="fp32")
+    for query in (False, True):  # "[Q] " + "" is the prefix alone: still blank
+        batch = encoder.encode_batch(["", " \t", TEXTS[0], "\x00"], query=query)
+        assert batch.terms.nnz.tolist()[:2] == [0, 0] and batch.terms.nnz[2] > 0 and batch.terms.nnz[3] == 0
+        assert batch.embeddings.shape[0] == batch.terms.nnz.sum()
+        alone = encoder.encode_batch([TEXTS[0]], query=query)
+        np.testing.assert_array_equal(batch[2].terms.ids, alone[0].terms.ids)
+    with pytest.raises(InputError, match="threshold must be a finite number"):
+        encoder.encode_batch(["a"], threshold=float("nan"))
+    with pytest.raises(InputTypeError, match="top_k must be an integer, got float"):
+        encoder.expand_batch(["a"], top_k=2.5)
+    with pytest.raises(InputError, match=r"texts\[1\] holds a lone surrogate"):
+        encoder.encode(["a", "\ud800"])
