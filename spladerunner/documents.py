@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .sparse import SparseBatch
 
 
@@ -29,7 +29,7 @@ def document_texts(documents: Sequence[str | Mapping[str, Any]], *, key: str = "
     the title before the text).
     """
     if isinstance(documents, (str, bytes, Mapping)) or not isinstance(documents, Sequence):
-        raise TypeError(f"documents must be a sequence of str or dict, got {type(documents).__name__}")
+        raise InputTypeError(f"documents must be a sequence of str or dict, got {type(documents).__name__}")
     ids: list[str] = []
     texts: list[str] = []
     for position, doc in enumerate(documents):
@@ -38,14 +38,14 @@ def document_texts(documents: Sequence[str | Mapping[str, Any]], *, key: str = "
             texts.append(doc)
             continue
         if not isinstance(doc, Mapping):
-            raise TypeError(f"documents[{position}] is {type(doc).__name__}, expected str or dict")
+            raise InputTypeError(f"documents[{position}] is {type(doc).__name__}, expected str or dict")
         if key not in doc:
             raise InputError(f"documents[{position}] has no id field {key!r}")
         if not any(f in doc for f in on):
             raise InputError(f"documents[{position}] has none of the fields {list(on)}")
         fields = [doc[f] for f in on if doc.get(f)]
         if not all(isinstance(f, str) for f in fields):
-            raise TypeError(f"documents[{position}]: fields {list(on)} must be strings")
+            raise InputTypeError(f"documents[{position}]: fields {list(on)} must be strings")
         ids.append(str(doc[key]))
         texts.append(" ".join(fields))
     return ids, texts
@@ -66,7 +66,7 @@ def check_vectors(batch: SparseBatch, what: str, vocab_size: int | None) -> None
     Hits are the documents that score > 0, and a negative id would silently index another term.
     """
     if not isinstance(batch, SparseBatch):
-        raise TypeError(f"{what} vectors must be a SparseBatch, got {type(batch).__name__}")
+        raise InputTypeError(f"{what} vectors must be a SparseBatch, got {type(batch).__name__}")
     if vocab_size is not None and batch.vocab_size != vocab_size:
         raise InputError(f"{what} vectors have vocab_size {batch.vocab_size}, the index {vocab_size}")
     indptr, indices, values = batch.indptr, batch.indices, batch.values
@@ -78,10 +78,3 @@ def check_vectors(batch: SparseBatch, what: str, vocab_size: int | None) -> None
         raise InputError(f"{what} vectors: term id {int(bad)} is outside the vocabulary [0, {batch.vocab_size})")
     if values.size and not (np.all(np.isfinite(values)) and values.min() > 0):
         raise InputError(f"{what} weights must be finite and > 0")
-
-
-def check_k(k: object, name: str = "k") -> int:
-    """`k` as an int >= 1 (bools and floats refused)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {k!r}")
-    return int(k)

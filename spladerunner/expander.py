@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import check_count, check_threshold
 from .errors import GraphLayoutError, InputError, InputTypeError
 from .graph_scan import position_table_size
 from .integrity import verify_graph
@@ -67,23 +66,6 @@ def check_texts(texts: str | Sequence[str]) -> list[str]:
     return items
 
 
-def check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise InputTypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not math.isfinite(threshold) or threshold < 0:
-        raise InputError(f"threshold must be a finite number >= 0 (weights are never negative), got {threshold!r}")
-    return float(threshold)
-
-
-def check_count(name: str, value: int, minimum: int = 1) -> int:
-    """A positive integer argument (not a bool, not a float), as int."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
 class Expander:
     """Expands queries and documents into SPLADE sparse vectors with onnxruntime.
 
@@ -97,7 +79,7 @@ class Expander:
     query_max_length, document_max_length: override the manifest's max lengths (tokens, specials included).
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
         writes a [rows, length, vocab] decoder output, so small batches are lighter and, on CPU, faster too
-        (BERT-base int8, 2 cores: 1024 tokens 18.2 docs/s at 469 MB peak, 4096 tokens 14.2 docs/s at 985 MB).
+        (the max_tokens lever of benchmarks/RESULTS.md measures both).
 
     Everything that can be checked is checked at construction, not at the first `expand`: every manifest
     field's type and range, file paths staying inside the folder, each graph's sha256 against the manifest

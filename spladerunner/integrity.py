@@ -1,10 +1,11 @@
 """Integrity of a model folder's graphs: their sha256 against the manifest's (vocabulary: `tokenization`).
 
-Hashing costs cold start (sha256 of a 532 MB BERT-base fp32 graph: 0.43 s, against 1.2 s to create its
-session), so a verified digest is remembered in a small cache file (`verified-graphs.json` under
-`$SPLADERUNNER_CACHE`, else `$XDG_CACHE_HOME/spladerunner`, else `~/.cache/spladerunner`) keyed by the
-file's resolved path, size, mtime_ns, ctime_ns, inode and device. Any write to the file, or a `touch`
-back to the old mtime, changes its ctime and so forces a new hash. The cache is written atomically
+Hashing a BERT-base graph at every load would add a sizeable share to cold start (a third of the time
+its session takes to start, measured when this was written), so a verified digest is remembered in a
+small cache file (`verified-graphs.json` under `$SPLADERUNNER_CACHE`, else `$XDG_CACHE_HOME/spladerunner`,
+else `~/.cache/spladerunner`) keyed by the file's resolved path, size, mtime_ns, ctime_ns, inode and
+device. Any write to the file, or a `touch` back to the old mtime, changes its ctime and so forces a new
+hash. The cache is written atomically
 (temporary file + rename); if it cannot be read or written, every load simply hashes.
 """
 

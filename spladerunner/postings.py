@@ -23,7 +23,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .documents import check_k, check_new_ids
+from .arguments import check_count
+from .documents import check_new_ids, document_texts
 from .errors import IndexFormatError, InputError
 from .index_folder import (
     count_field,
@@ -87,6 +88,13 @@ class PostingsIndex:
 
     # -- to be defined by subclasses --------------------------------------------------------------
 
+    def _encode(self, texts: list[str], *, query: bool) -> Any:
+        """Texts -> vectors with the index's encoder."""
+        raise NotImplementedError
+
+    def add_vectors(self, vectors: Any, ids: Sequence[str] | None = None, *, replace: bool = False) -> None:
+        raise NotImplementedError
+
     def _empty_columns(self) -> dict[str, np.ndarray]:
         """Zero-length columns of the right dtypes and trailing shapes."""
         raise NotImplementedError
@@ -127,6 +135,35 @@ class PostingsIndex:
         """Ids of the live documents, in the order they were added (the tie order)."""
         with self._lock:
             return [doc for slot, doc in enumerate(self._ids) if self._slot.get(doc) == slot]
+
+    def add(self, documents: Sequence[str | Mapping[str, Any]], *, key: str = "id",
+            on: Sequence[str] = ("title", "text"), replace: bool = False, batch_size: int = 256,
+            progress: bool = False) -> None:
+        """Encode and add documents: plain texts (ids are running numbers) or dicts (see `document_texts`).
+
+        replace: documents whose id is already indexed replace the old version; otherwise that is an error.
+        progress: a progress line on stderr.
+        """
+        if self.encoder is None:
+            raise InputError(f"this index has no encoder; pass one to {type(self).__name__}(...) or use add_vectors()")
+        batch_size = check_count("batch_size", batch_size)
+        with self._lock:
+            ids, texts = document_texts(documents, key=key, on=on, first_id=len(self._ids))
+            self._register(ids, len(ids), replace)
+        from .progress import Progress
+
+        bar = Progress(len(texts), "indexed", enabled=progress)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            self.add_vectors(self._encode(chunk, query=False), ids[start:start + batch_size], replace=replace)
+            bar.update(len(chunk))
+        bar.close()
+
+    def _encode_queries(self, queries: str | Sequence[str]) -> Any:
+        """Query texts -> vectors with the index's encoder."""
+        if self.encoder is None:
+            raise InputError("this index has no encoder to encode query texts; pass vectors to search()")
+        return self._encode([queries] if isinstance(queries, str) else list(queries), query=True)
 
     def _register(self, ids: Sequence[str] | None, n_vectors: int, replace_ids: bool) -> list[str]:
         """Check and assign slots to the ids of `n_vectors` new documents (caller holds the lock)."""
@@ -238,7 +275,7 @@ class PostingsIndex:
 
         k above the number of documents is cut to it (so k=10**9 allocates nothing large).
         """
-        k = check_k(k)
+        k = check_count("k", k)
         if self._postings is None:
             return SearchResults([[] for _ in range(n_queries)], [np.zeros(0, np.float32)] * n_queries)
         postings = self._snapshot()

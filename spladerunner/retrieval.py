@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .documents import SparseEncoder, check_vectors, document_texts
+from .documents import SparseEncoder, check_vectors
 from .errors import IndexFormatError, InputError
 from .index_folder import positive_float_field
 from .postings import Postings, PostingsIndex
@@ -70,27 +70,8 @@ class SparseIndex(PostingsIndex):
 
     # -- adding ---------------------------------------------------------------------------------
 
-    def add(self, documents: Sequence[str | Mapping[str, Any]], *, key: str = "id",
-            on: Sequence[str] = ("title", "text"), replace: bool = False, batch_size: int = 256,
-            progress: bool = False) -> None:
-        """Encode and add documents: plain texts (ids are running numbers) or dicts (see `document_texts`).
-
-        replace: documents whose id is already indexed replace the old version; otherwise that is an error.
-        """
-        if self.encoder is None:
-            raise InputError("this index has no encoder; pass one to SparseIndex(...) or use add_vectors()")
-        with self._lock:
-            ids, texts = document_texts(documents, key=key, on=on, first_id=len(self._ids))
-            self._register(ids, len(ids), replace)
-        from .progress import Progress
-
-        bar = Progress(len(texts), "indexed", enabled=progress)
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            self.add_vectors(self.encoder.expand_batch(chunk, query=False), ids[start:start + batch_size],
-                             replace=replace)
-            bar.update(len(chunk))
-        bar.close()
+    def _encode(self, texts: list[str], *, query: bool) -> SparseBatch:
+        return self.encoder.expand_batch(texts, query=query)
 
     def add_vectors(self, vectors: SparseBatch, ids: Sequence[str] | None = None, *, replace: bool = False) -> None:
         """Add precomputed document vectors; `ids` default to running numbers."""
@@ -157,10 +138,7 @@ class SparseIndex(PostingsIndex):
     def search(self, queries: str | Sequence[str] | SparseBatch, k: int = 10) -> SearchResults:
         """Top-k documents per query by dot product; texts are encoded with the index's encoder."""
         if not isinstance(queries, SparseBatch):
-            if self.encoder is None:
-                raise InputError("this index has no encoder to encode query texts; pass a SparseBatch")
-            queries = self.encoder.expand_batch([queries] if isinstance(queries, str) else list(queries),
-                                                query=True)
+            queries = self._encode_queries(queries)
         check_vectors(queries, "query", self.vocab_size)
         return self._search_postings(len(queries), k,
                                      lambda postings, start, stop, k: self._score(postings, queries, start, stop, k))

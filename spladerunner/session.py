@@ -29,7 +29,7 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # onnxruntime's load-time fusions whose CPU kernels are scalar loops, slower than the ops they replace
-# (Add + LayerNormalization, Add + Gelu): int8 BERT-base documents ~12% faster without them.
+# (Add + LayerNormalization, Add + Gelu): int8 documents are faster without them (benchmarks/RESULTS.md).
 SLOW_CPU_FUSIONS = ("SkipLayerNormFusion", "BiasGeluFusion")
 EXPECTED_OUTPUTS = {
     "pooled": (POOLED_OUTPUT,),

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class SparseVector:
@@ -28,7 +30,7 @@ class SparseVector:
     def to_dict(self) -> dict[str, float]:
         """Token string -> weight, heaviest first (needs the tokenizer vocabulary)."""
         if self.vocab is None:
-            raise ValueError("this vector has no vocabulary attached; use to_id_dict()")
+            raise InputError("this vector has no vocabulary attached; use to_id_dict()")
         order = np.argsort(-self.weights, kind="stable")
         return {self.vocab[i]: float(w) for i, w in zip(self.ids[order].tolist(), self.weights[order].tolist())}
 
@@ -109,7 +111,7 @@ class SparseBatch:
     @classmethod
     def concat(cls, batches: Sequence[SparseBatch]) -> SparseBatch:
         if not batches:
-            raise ValueError("concat needs at least one batch")
+            raise InputError("concat needs at least one batch")
         offsets = np.cumsum([0] + [b.indptr[-1] for b in batches[:-1]])
         indptr = np.concatenate([[0]] + [b.indptr[1:] + off for b, off in zip(batches, offsets)]).astype(np.int64)
         return cls(indptr,
@@ -125,11 +127,11 @@ class SparseBatch:
         weights = [np.asarray(v.weights, dtype=np.float32) for v in vectors]
         for i, (row_ids, row_weights) in enumerate(zip(ids, weights)):
             if row_ids.shape != row_weights.shape or row_ids.ndim != 1:
-                raise ValueError(f"vector {i}: ids and weights must be 1-D arrays of equal length")
+                raise InputError(f"vector {i}: ids and weights must be 1-D arrays of equal length")
             if row_ids.size and (row_ids.min() < 0 or row_ids.max() >= vocab_size):
-                raise ValueError(f"vector {i}: ids must lie in [0, {vocab_size})")
+                raise InputError(f"vector {i}: ids must lie in [0, {vocab_size})")
             if len(np.unique(row_ids)) != len(row_ids):
-                raise ValueError(f"vector {i}: duplicate ids")
+                raise InputError(f"vector {i}: duplicate ids")
         order = [np.argsort(r, kind="stable") for r in ids]
         indptr = np.zeros(len(vectors) + 1, dtype=np.int64)
         np.cumsum([len(r) for r in ids], out=indptr[1:])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ManifestError
+from .errors import InputError, ManifestError
 from .expander import Expander
 from .manifest import MODES, TOPK_EMBEDDINGS_OUTPUT, TOPK_IDS_OUTPUT, TOPK_WEIGHTS_OUTPUT, Manifest, Mode
 from .sparse import SparseBatch, SparseVector, gather_ranges, sparsify_candidates
@@ -89,7 +89,7 @@ class SparsEmbedBatch:
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.terms.indices):
-            raise ValueError(f"embeddings {self.embeddings.shape} do not align with {len(self.terms.indices)} terms")
+            raise InputError(f"embeddings {self.embeddings.shape} do not align with {len(self.terms.indices)} terms")
 
     def __len__(self) -> int:
         return len(self.terms)

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .documents import check_k, check_vectors, document_texts
-from .errors import IndexFormatError, InputError
+from .arguments import check_count
+from .documents import check_vectors
+from .errors import IndexFormatError, InputError, InputTypeError
 from .index_folder import count_field
 from .postings import Postings, PostingsIndex
 from .results import SearchResults
@@ -59,20 +60,8 @@ class SparsEmbedIndex(PostingsIndex):
     def __repr__(self) -> str:
         return f"SparsEmbedIndex({len(self)} documents, vocab_size={self.vocab_size}, dim={self.dim})"
 
-    def add(self, documents: Sequence[str | Mapping[str, Any]], *, key: str = "id",
-            on: Sequence[str] = ("title", "text"), replace: bool = False, batch_size: int = 256) -> None:
-        """Encode and add documents: plain texts (ids are running numbers) or dicts (see `document_texts`).
-
-        replace: documents whose id is already indexed replace the old version; otherwise that is an error.
-        """
-        if self.encoder is None:
-            raise InputError("this index has no encoder; pass one to SparsEmbedIndex(...) or use add_vectors()")
-        with self._lock:
-            ids, texts = document_texts(documents, key=key, on=on, first_id=len(self._ids))
-            self._register(ids, len(ids), replace)
-        for start in range(0, len(texts), batch_size):
-            self.add_vectors(self.encoder.encode_batch(texts[start:start + batch_size], query=False),
-                             ids[start:start + batch_size], replace=replace)
+    def _encode(self, texts: list[str], *, query: bool) -> SparsEmbedBatch:
+        return self.encoder.encode_batch(texts, query=query)
 
     def add_vectors(self, vectors: SparsEmbedBatch, ids: Sequence[str] | None = None, *,
                     replace: bool = False) -> None:
@@ -87,7 +76,7 @@ class SparsEmbedIndex(PostingsIndex):
 
     def _check(self, vectors: SparsEmbedBatch, what: str) -> None:
         if not isinstance(vectors, SparsEmbedBatch):
-            raise TypeError(f"{what} vectors must be a SparsEmbedBatch, got {type(vectors).__name__}")
+            raise InputTypeError(f"{what} vectors must be a SparsEmbedBatch, got {type(vectors).__name__}")
         check_vectors(vectors.terms, what, self.vocab_size)
         if self.dim is not None and vectors.dim != self.dim:
             raise InputError(f"{what} vectors have embedding dim {vectors.dim}, the index {self.dim}")
@@ -111,13 +100,11 @@ class SparsEmbedIndex(PostingsIndex):
         candidates: rescore only this many documents per query, those of highest sparse dot product
         (default: every document sharing a term, which is exact).
         """
-        k = check_k(k)
-        if candidates is not None and check_k(candidates, "candidates") < k:
+        k = check_count("k", k)
+        if candidates is not None and check_count("candidates", candidates) < k:
             raise InputError(f"candidates must be >= k, got k={k}, candidates={candidates}")
         if not isinstance(queries, SparsEmbedBatch):
-            if self.encoder is None:
-                raise InputError("this index has no encoder to encode query texts; pass a SparsEmbedBatch")
-            queries = self.encoder.encode_batch([queries] if isinstance(queries, str) else list(queries), query=True)
+            queries = self._encode_queries(queries)
         self._check(queries, "query")
         return self._search_postings(len(queries), k, lambda postings, start, stop, k: self._score(
             postings, queries, start, stop, k, candidates))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from .errors import InputError
 from .sparse import SparseBatch
 
 
@@ -22,7 +23,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-        raise ValueError(f"{path}: not a valid tokenizers file ({exc})") from None
+        raise InputError(f"{path}: not a valid tokenizers file ({exc})") from None
     # The runtime pads and truncates itself; a padding setting inside the file would silently pad
     # every text to a fixed length, a truncation setting would fight ours.
     tokenizer.no_padding()
@@ -98,7 +99,7 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> Encod
     """
     room = max_length - tokenizer.num_special_tokens_to_add(False)
     if room < 0:
-        raise ValueError(f"max_length {max_length} leaves no room for the tokenizer's special tokens")
+        raise InputError(f"max_length {max_length} leaves no room for the tokenizer's special tokens")
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     ids, truncated, blank = [], np.zeros(len(encodings), dtype=bool), np.zeros(len(encodings), dtype=bool)
     for row, encoding in enumerate(encodings):

@@ -174,7 +174,7 @@ def test_query_term_ids_outside_the_vocabulary_and_bad_k_are_refused(kind: str) 
         with pytest.raises(InputError, match=f"term id {bad_id} is outside the vocabulary"):
             index.search(broken)
     for k in (0, -3, 2.5, True, "10"):
-        with pytest.raises(InputError, match="k must be an integer >= 1"):
+        with pytest.raises(InputError, match="k must be an integer"):
             index.search(queries, k=k)
     huge = index.search(queries, k=10**9)  # clamped to the 30 documents: nothing of size k is allocated
     assert huge.ids == index.search(queries, k=30).ids

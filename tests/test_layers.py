@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "spladerunner"
 
 LAYERS: list[set[str]] = [
     {"errors", "progress"},
+    {"arguments"},
     {"sparse", "manifest", "readers"},
     {"tokenization"},
-    {"loading", "session"},
+    {"loading", "session", "integrity", "graph_scan"},  # model files: where, checked, opened
     {"expander", "bm25", "idf_queries"},  # encoders
     {"sparsembed"},  # an encoder built on `Expander`
     {"documents", "results", "scoring", "index_folder"},  # index building blocks
