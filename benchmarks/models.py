@@ -1,6 +1,7 @@
 """The benchmark model, one set of weights in three layouts, cached under benchmarks/.work/models.
 
-- `checkpoint/`: the factory's random-init, sparsity-calibrated BERT masked-LM (sentence-transformers reads it).
+- `checkpoint/`: the factory's random-init, sparsity-calibrated BERT masked-LM, or (`--model splade-tiny`) a
+  copy of the real trained ../shared/models/splade-tiny (sentence-transformers reads it).
 - `export/`: `spladerunner-export` of that checkpoint: fused-pooling fp32 graph, dynamic int8, fp16 (GPU run).
 - `export-unfused/`: the same export made with `--unfused-attention` (a lever).
 - `fastembed/`: a plain logits graph of the same checkpoint with the tokenizer files fastembed reads.
@@ -26,6 +27,7 @@ from .systems import Folders
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+REAL_MODEL = "splade-tiny"  # `size` naming the real trained checkpoint instead of a factory model
 
 
 def cache_key(size: str, max_length: int) -> str:
@@ -33,7 +35,7 @@ def cache_key(size: str, max_length: int) -> str:
     digest = hashlib.sha256()
     for path in sorted((REPO / "export").glob("*.py")) + [Path(__file__)]:
         digest.update(path.read_bytes())
-    return f"bert-{size}-len{max_length}-{digest.hexdigest()[:12]}"
+    return f"{size if size == REAL_MODEL else 'bert-' + size}-len{max_length}-{digest.hexdigest()[:12]}"
 
 
 def folders_in(root: Path) -> Folders:
@@ -57,10 +59,17 @@ def build(root: Path, size: str, max_length: int) -> None:
     from spladerunner_export.convert import export_logits, load_masked_lm
     from spladerunner_export.factory import make_test_model
 
-    from .texts import TOKENIZER, calibration_texts
+    from .texts import SPLADE_TINY, TOKENIZER, calibration_texts
 
-    checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0, tokenizer=TOKENIZER,
-                                 calibration=calibration_texts())
+    if size == REAL_MODEL:
+        checkpoint = root / "checkpoint"
+        shutil.copytree(SPLADE_TINY, checkpoint)
+        checkpoint.chmod(0o755)
+        for file in checkpoint.iterdir():
+            file.chmod(0o644)  # ../shared is read-only; the max length is pinned below
+    else:
+        checkpoint = make_test_model(root / "checkpoint", arch="bert", size=size, seed=0, tokenizer=TOKENIZER,
+                                     calibration=calibration_texts())
     pin_max_length(checkpoint, max_length)
     # Exit status 1 means the export's parity check failed; the folder is complete and the report
     # (manifest "parity") is shown in RESULTS.md.
@@ -75,7 +84,8 @@ def build(root: Path, size: str, max_length: int) -> None:
     fastembed.mkdir()
     onnx.save(export_logits(load_masked_lm(checkpoint)), fastembed / "model.onnx")
     for name in TOKENIZER_FILES:
-        shutil.copyfile(checkpoint / name, fastembed / name)
+        if (checkpoint / name).is_file():  # splade-tiny ships no special_tokens_map.json
+            shutil.copyfile(checkpoint / name, fastembed / name)
 
 
 def prepare_models(cache: Path, size: str, max_length: int, log: Callable[[str], object] = print) -> Folders:

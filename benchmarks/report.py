@@ -495,9 +495,11 @@ def header(ctx: dict[str, Any], config: Config, results: Results) -> str:
         f"{ctx['load_average']['start'][0]:.2f} at start, {ctx['load_average']['end'][0]:.2f} at end "
         "(other work shared the machine; rounds are interleaved across systems so it hits all alike).",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"- **Model**: random-init, sparsity-calibrated BERT-{model.get('size', config.model_size)} masked-LM from "
-        f"`spladerunner_export.factory` (seed {model.get('seed', 0)}, calibration {model.get('calibration', {})}), "
-        "exported by "
+        ("- **Model**: the real trained rasyosef/splade-tiny (BERT-Tiny, 2 layers, hidden 128; "
+         "../shared/models/splade-tiny), exported by " if config.model_size == "splade-tiny" else
+         f"- **Model**: random-init, sparsity-calibrated BERT-{model.get('size', config.model_size)} masked-LM from "
+         f"`spladerunner_export.factory` (seed {model.get('seed', 0)}, calibration {model.get('calibration', {})}), "
+         "exported by ") +
         "`spladerunner-export` (fp32 with fused pooling, dynamic int8); fastembed runs a plain logits export of the "
         "same checkpoint, sentence-transformers the checkpoint itself (torch fp32).",
         f"- **Settings**: max length {config.max_length} tokens for every system and mode, batch size "

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=WORK, help="cache for model folders and scratch files")
     parser.add_argument("--providers", default="cpu", help="comma-separated: cpu, or cuda (with an fp16 graph later)")
     parser.add_argument("--rounds", type=int, help="override the number of rounds per configuration")
+    parser.add_argument("--model", choices=["test-model", "splade-tiny"], default="test-model",
+                        help="the factory's BERT-base test model, or the real trained splade-tiny "
+                        "(write its report elsewhere, e.g. --out benchmarks/splade-tiny)")
     parser.add_argument("--resume", action="store_true", help="keep what an interrupted run with the same settings "
                         "and model already measured")
     parser.add_argument("--from-json", type=Path, help="rewrite the report from a results.json, measuring nothing")
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     config = SMOKE if args.smoke else FULL
     if args.rounds:
         config = replace(config, rounds=args.rounds)
+    if args.model == "splade-tiny":
+        config = replace(config, model_size="splade-tiny")
     out = args.out or (WORK / "smoke" if args.smoke else HERE)
     out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)

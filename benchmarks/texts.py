@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SCIFACT = SHARED / "data" / "beir-scifact"
 TOKENIZER = SHARED / "tokenizers" / "bert-base-uncased" / "tokenizer.json"
+# The real trained model (rasyosef/splade-tiny): the second benchmark model, and the quality benchmark's.
+SPLADE_TINY = SHARED / "models" / "splade-tiny"
 
 
 def _rows(path: Path, count: int) -> list[dict]:

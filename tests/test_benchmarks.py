@@ -51,14 +51,15 @@ def table_rows(text: str) -> list[list[str]]:
                                                                                         "variant")]
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["test-model", "splade-tiny"])
+def smoke(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run on the factory's test model, and one on the real splade-tiny (`--model splade-tiny`)."""
     missing = [module for module in PEERS if importlib.util.find_spec(module) is None]
     if missing:
         pytest.fail(f"the benchmark smoke test needs {', '.join(missing)}: {INSTALL_HINT}")
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--model", request.param,
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return out
 
@@ -103,3 +104,17 @@ def test_report_rewrites_from_raw_results(smoke: Path, tmp_path: Path) -> None:
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "RESULTS.md").read_text() == (smoke / "RESULTS.md").read_text()
+
+
+def test_quality_smoke_run_matches_sentence_transformers_at_fp32() -> None:
+    """benchmarks/quality.py --smoke on the real splade-tiny: our fp32 retrieval equals sentence-transformers'
+    on the same weights (same max lengths, same exact index)."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--smoke"], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in result.stdout.splitlines() if line.startswith("| ") and ":" in line}
+    for corpus in ("SciFact", "DL19 subset"):
+        ours, theirs = rows[f"{corpus}: spladerunner fp32"], rows[f"{corpus}: sentence-transformers (torch fp32)"]
+        assert ours[:3] == theirs[:3] and float(ours[0]) > 0.5  # nDCG@10, MRR@10, recall@100
+        assert abs(float(rows[f"{corpus}: spladerunner int8"][0]) - float(ours[0])) < 0.05
