@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
+from paths import SPLADE_TINY, TOKENIZER_JSON, scifact_passages, scifact_queries
 
 # Files of a fastembed/Qdrant-style folder: a logits graph beside the tokenizer files.
 FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -74,6 +74,15 @@ def tiny_bert_export(tmp_path_factory, tiny_bert) -> Path:
     convert = _convert()
     out = tmp_path_factory.mktemp("tiny-bert-export")
     convert.export_checkpoint(out, tiny_bert, options=convert.ExportOptions(precisions=("fp32", "int8", "fp16")))
+    return out
+
+
+@pytest.fixture(scope="session")
+def splade_tiny_export(tmp_path_factory) -> Path:
+    """Model folder of the real trained splade-tiny (../shared/models/splade-tiny): fp32 and int8 graphs."""
+    convert = _convert()
+    out = tmp_path_factory.mktemp("splade-tiny-export")
+    convert.export_checkpoint(out, SPLADE_TINY)
     return out
 
 

@@ -109,7 +109,8 @@ def test_manifest_contents(tiny_bert, tiny_bert_export):
     assert manifest.source["sha256"]["model.safetensors"] == hashlib.sha256(
         (tiny_bert / "model.safetensors").read_bytes()).hexdigest()
     assert manifest.exporter["torch"] == torch.__version__ and manifest.exporter["onnxruntime"] == ort.__version__
-    assert manifest.quantization["int8"]["weight_type"] == "QInt8"
+    assert manifest.quantization["int8"]["method"] == "spladerunner per-token int8"
+    assert manifest.quantization["int8"]["per_channel"] and manifest.quantization["int8"]["batch_invariant"]
     assert (tiny_bert_export / "tokenizer.json").read_bytes() == (tiny_bert / "tokenizer.json").read_bytes()
 
 
@@ -117,7 +118,7 @@ def test_int8_decoder_is_quantised(tiny_bert_export):
     """The vocabulary projection (the largest MatMul) must run in int8, not stay fp32."""
     model = onnx.load(tiny_bert_export / "model_int8.onnx")
     shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    decoder_inputs = [n for n in model.graph.node if n.op_type == "MatMulInteger"
+    decoder_inputs = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"
                       and any(30522 in shapes.get(name, ()) for name in n.input)]
     assert decoder_inputs, "no int8 MatMul over the vocabulary"
     assert not [n for n in model.graph.node if n.op_type == "MatMul"
@@ -172,7 +173,9 @@ def test_attention_is_fused_by_default_and_exact(tmp_path, checkpoint, request):
     assert manifest.quantization["attention_layers_fused"] == {"model": layers}
     fp32_ops = [node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node]
     int8_ops = [node.op_type for node in onnx.load(tmp_path / "model_int8.onnx").graph.node]
-    assert fp32_ops.count("Attention") == layers and int8_ops.count("QAttention") == layers
+    # int8: per-token Q/K/V products feeding one MultiHeadAttention per layer (QAttention quantises per tensor).
+    assert fp32_ops.count("Attention") == layers and int8_ops.count("MultiHeadAttention") == layers
+    assert "QAttention" not in int8_ops
     assert "SkipLayerNormalization" not in fp32_ops and "BiasGelu" not in fp32_ops
     assert manifest.parity["passed"]
     # Mixed lengths: the fused attention must keep padding out through the raw mask.

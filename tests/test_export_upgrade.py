@@ -98,7 +98,7 @@ def test_tied_foreign_decoder_is_untied_and_quantised(tmp_path, foreign_logits_f
     int8 = onnx.load(tmp_path / "out" / "model_int8.onnx")
     weights = {i.name for i in int8.graph.initializer}
     assert not [n for n in int8.graph.node if n.op_type == "Transpose" and n.input[0] in weights]
-    assert any(n.op_type == "MatMulInteger" and any("decoder" in i for i in n.input) for n in int8.graph.node)
+    assert any(n.op_type == "MatMulIntegerToFloat" and any("decoder" in i for i in n.input) for n in int8.graph.node)
     # Untying is a no-op on an already untied graph.
     assert not untie_decoder(onnx.load(foreign_logits_folder / "model.onnx"))
 
