@@ -1,4 +1,5 @@
-"""Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them.
+"""Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them,
+and the real splade-tiny exported by the toolkit.
 
 Everything is built once per session under pytest's tmp dir with the real tokenizer, optimum,
 onnx and onnxruntime (no mocks), calibrated on SciFact texts from the shared data. Fixtures import
@@ -13,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
+from paths import SPLADE_TINY, TOKENIZER_JSON, scifact_passages, scifact_queries
 
 # Files of a fastembed/Qdrant-style folder: a logits graph beside the tokenizer files.
 FOREIGN_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -114,4 +115,16 @@ def foreign_logits_folder(tmp_path_factory, tiny_bert) -> Path:
     onnx.save(convert.export_logits(convert.load_masked_lm(tiny_bert)), out / "model.onnx")
     for name in FOREIGN_FILES:
         shutil.copyfile(tiny_bert / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def splade_tiny_export(tmp_path_factory) -> Path:
+    """The real rasyosef/splade-tiny (shared models folder) exported by our toolkit: fp32 and int8, default
+    options and gate."""
+    if not (SPLADE_TINY / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{SPLADE_TINY}: shared model not found (expected ../shared beside the repository)")
+    convert = _convert()
+    out = tmp_path_factory.mktemp("splade-tiny-export")
+    convert.export_checkpoint(out, SPLADE_TINY)
     return out

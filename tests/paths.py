@@ -12,6 +12,8 @@ TOKENIZER_DIR = SHARED / "tokenizers" / "bert-base-uncased"
 TOKENIZER_JSON = TOKENIZER_DIR / "tokenizer.json"
 SCIFACT = SHARED / "data" / "beir-scifact"
 SPLADE_QUERIES = SHARED / "data" / "splade-queries"
+# rasyosef/splade-tiny: a real trained SPLADE model (BERT-Tiny), a Hugging Face masked-LM folder.
+SPLADE_TINY = SHARED / "models" / "splade-tiny"
 
 
 def _jsonl(path: Path, start: int, count: int) -> list[dict]:
