@@ -21,9 +21,19 @@ from spladerunner.manifest import DEFAULT_MAX_LENGTH, MODES, POOLINGS, PRECISION
 from spladerunner.tokenization import load_tokenizer, special_token_ids, vocabulary_sha256
 from spladerunner_export.errors import ExportError
 from spladerunner_export.graph import fuse_attention, fuse_pooling, untie_decoder, vocab_size
-from spladerunner_export.parity import BATCH_SIZES, PARITY_TEXTS, Reference, Thresholds, check_parity, parity_batches
+from spladerunner_export.parity import (
+    BATCH_SIZES,
+    PARITY_TEXTS,
+    RANK_DEPTH,
+    Reference,
+    Thresholds,
+    check_parity,
+    parity_batches,
+    retrieval_batches,
+)
 from spladerunner_export.provenance import exporter_versions, sha256
 from spladerunner_export.quantize import quantize_int8, to_fp16
+from spladerunner_export.retrieval_set import DOCUMENTS, QUERIES
 
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 
@@ -121,7 +131,9 @@ def assemble(out: Path, encoders: dict[str, EncoderExport], modes: dict[str, str
         tokenizer="tokenizer.json", extra=dict(extra or {}), source=source, quantization=quantization,
         exporter={**exporter_versions(), **(exporter or {})}, vocabulary_sha256=vocabulary_sha256(tokenizer),
         parity={"passed": passed, "reference": reference_name, "texts": len(PARITY_TEXTS),
-                "batch_sizes": list(BATCH_SIZES), "thresholds": thresholds, "graphs": parity})
+                "batch_sizes": list(BATCH_SIZES),
+                "retrieval_set": {"queries": len(QUERIES), "documents": len(DOCUMENTS), "depth": RANK_DEPTH},
+                "thresholds": thresholds, "graphs": parity})
     manifest.write(out)
     return manifest
 
@@ -175,7 +187,8 @@ class SpladeExport:
               special_ids: list[int], vocab_size: int) -> dict:
         length = max(self.options.max_length[mode] for mode in modes)
         return check_parity(self.reference, graphs, parity_batches(tokenizer, length), vocab_size=vocab_size,
-                            special_ids=special_ids, thresholds=self.options.thresholds)
+                            special_ids=special_ids, thresholds=self.options.thresholds,
+                            retrieval=retrieval_batches(tokenizer, self.options.max_length), modes=modes)
 
 
 def build(out: Path, encoders: dict[str, SpladeExport], modes: dict[str, str], tokenizer_json: Path, *,

@@ -84,7 +84,9 @@ def _run(parsed: argparse.Namespace) -> int:
         pooling=parsed.pooling, top_k=parsed.top_k, precisions=tuple(parsed.precisions.split(",")),
         max_length={"query": parsed.query_max_length, "document": parsed.document_max_length},
         fuse_attention=not parsed.unfused_attention,
-        thresholds=Thresholds(parsed.max_abs_diff, parsed.min_int8_cosine, parsed.min_fp16_cosine))
+        thresholds=Thresholds(fp32_max_abs_diff=parsed.max_abs_diff, int8_min_cosine=parsed.min_int8_cosine,
+                              fp16_min_cosine=parsed.min_fp16_cosine, min_tolerant_overlap_at_10=parsed.min_overlap,
+                              min_score_pearson=parsed.min_pearson))
     if parsed.command == "upgrade":
         from spladerunner_export.upgrade import upgrade_folder
 
@@ -108,16 +110,27 @@ def _run(parsed: argparse.Namespace) -> int:
 
 
 def _print_report(manifest: Manifest) -> None:
+    """One line per graph: the verdict, retrieval agreement on the built-in set, then the parity-text figures."""
     for key, report in manifest.parity["graphs"].items():
         for precision, result in report.items():
             if not result["ran"]:
                 print(f"{key} {precision}: did not run ({result['error']})")
                 continue
             verdict = "ok" if result["passed"] else "FAILED"
-            print(f"{key} {precision} {result['path']}: {verdict}  max_abs_diff={result['max_abs_diff']:.2e} "
-                  f"min_cosine={result['min_cosine']:.6f} min_jaccard={result['min_jaccard']:.3f} "
-                  f"min_top50={result['min_top50_overlap']:.3f} active={result['mean_active']:.1f}")
-    print("parity passed" if manifest.parity["passed"] else "parity FAILED", file=sys.stderr)
+            retrieval = (f"overlap@10={result['tolerant_overlap_at_10']:.3f} (plain {result['overlap_at_10']:.3f}, "
+                         f"worst query {result['worst_overlap_at_10']:.1f}) pearson={result['score_pearson']:.4f} "
+                         f"spearman={result['score_spearman']:.4f}  " if "score_pearson" in result else "")
+            print(f"{key} {precision} {result['path']}: {verdict}  {retrieval}"
+                  f"max_abs_diff={result['max_abs_diff']:.2e} min_cosine={result['min_cosine']:.6f} "
+                  f"min_jaccard={result['min_jaccard']:.3f} min_top50={result['min_top50_overlap']:.3f} "
+                  f"active={result['mean_active']:.1f}")
+    failed = sorted({precision for report in manifest.parity["graphs"].values()
+                     for precision, result in report.items() if not result["passed"]})
+    if failed:
+        print(f"parity FAILED for {', '.join(failed)}: the runtime will not choose "
+              f"{'it' if len(failed) == 1 else 'them'} unless asked (precision=)", file=sys.stderr)
+    else:
+        print("parity passed", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,8 +162,16 @@ def _parser() -> argparse.ArgumentParser:
         defaults = Thresholds()
         command.add_argument("--max-abs-diff", type=float, default=defaults.fp32_max_abs_diff,
                              help="fp32 parity bound")
-        command.add_argument("--min-int8-cosine", type=float, default=defaults.int8_min_cosine)
-        command.add_argument("--min-fp16-cosine", type=float, default=defaults.fp16_min_cosine)
+        command.add_argument("--min-int8-cosine", type=float, default=defaults.int8_min_cosine,
+                             help="int8 sanity bound on the parity texts (default: %(default)s)")
+        command.add_argument("--min-fp16-cosine", type=float, default=defaults.fp16_min_cosine,
+                             help="fp16 sanity bound on the parity texts (default: %(default)s)")
+        command.add_argument("--min-overlap", type=float, default=defaults.min_tolerant_overlap_at_10,
+                             help="every graph: mean top-10 overlap with the reference on the built-in retrieval "
+                                  "set, near-ties counted as agreeing (default: %(default)s)")
+        command.add_argument("--min-pearson", type=float, default=defaults.min_score_pearson,
+                             help="every graph: mean per-query Pearson correlation of the retrieval set's scores "
+                                  "with the reference's (default: %(default)s)")
     test_model = commands.add_parser("test-model", help="random-init, sparsity-calibrated checkpoint for tests")
     test_model.add_argument("out", type=Path)
     test_model.add_argument("--arch", choices=("bert", "distilbert"), default="bert")

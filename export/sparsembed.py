@@ -45,9 +45,18 @@ from spladerunner.tokenization import Batch
 from spladerunner_export.build import GRAPH_FILES, Variants, assemble
 from spladerunner_export.convert import checkpoint_tokenizer, load_masked_lm
 from spladerunner_export.errors import ExportError
-from spladerunner_export.parity import PARITY_TEXTS, Thresholds, check_parity, feeds, parity_batches
+from spladerunner_export.parity import (
+    PARITY_TEXTS,
+    RetrievalBatches,
+    Thresholds,
+    check_parity,
+    feeds,
+    parity_batches,
+    retrieval_batches,
+)
 from spladerunner_export.provenance import resolve_checkpoint
 from spladerunner_export.quantize import quantize_int8
+from spladerunner_export.retrieval_set import DOCUMENTS, QUERIES
 
 LINEAR_FILE = "linear.pt"
 METADATA_FILE = "metadata.json"
@@ -243,14 +252,15 @@ def compare_embeddings(reference: list[Terms], graph: list[Terms]) -> dict:
 
 def check_sparsembed_parity(reference: SparsEmbedReference, graphs: dict[str, tuple[Path, GraphEntry]],
                             batches: list[Batch], *, vocab_size: int, special_ids: list[int], thresholds: Thresholds,
-                            embedding_thresholds: EmbeddingThresholds) -> dict:
+                            embedding_thresholds: EmbeddingThresholds, retrieval: RetrievalBatches | None = None,
+                            modes: Sequence[str] = MODES) -> dict:
     """`check_parity` on the SPLADE weights, extended per graph with the active ids and their embeddings.
 
     fp32 passes when the ids only one side keeps weigh at most the weight bound and the shared terms'
     embeddings are within the max abs diff; int8 on the embeddings' cosine.
     """
     report = check_parity(reference, graphs, batches, vocab_size=vocab_size, special_ids=special_ids,
-                          thresholds=thresholds)
+                          thresholds=thresholds, retrieval=retrieval, modes=modes)
     expected = [row for batch in batches for row in reference.terms(batch)]
     for precision, (path, _) in graphs.items():
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -297,9 +307,15 @@ class SparsEmbedExport:
         mode = modes[-1]
         texts = marked_texts(PARITY_TEXTS, self.settings.prefix[mode], self.settings.mask_tokens[mode])
         reference = SparsEmbedReference(self.model, self.projection, self.k, self.settings.softmax_axis, special_ids)
+        settings = self.settings
+        retrieval = retrieval_batches(
+            tokenizer, settings.max_length,
+            marked_texts(QUERIES, settings.prefix["query"], settings.mask_tokens["query"]),
+            marked_texts(DOCUMENTS, settings.prefix["document"], settings.mask_tokens["document"]))
         return check_sparsembed_parity(
             reference, graphs, parity_batches(tokenizer, self.settings.max_length[mode], texts), vocab_size=vocab_size,
-            special_ids=special_ids, thresholds=self.thresholds, embedding_thresholds=self.embedding_thresholds)
+            special_ids=special_ids, thresholds=self.thresholds, embedding_thresholds=self.embedding_thresholds,
+            retrieval=retrieval, modes=modes)
 
 
 def export_sparsembed(out: str | Path, checkpoint: str | Path, *, revision: str | None = None,

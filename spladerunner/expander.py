@@ -22,6 +22,7 @@ from .manifest import (
     POOLED_OUTPUT,
     TOPK_IDS_OUTPUT,
     TOPK_WEIGHTS_OUTPUT,
+    Gate,
     GraphEntry,
     Manifest,
     ManifestError,
@@ -72,7 +73,9 @@ class Expander:
     model: a local model folder or a hub id (read through the Hugging Face cache; `HF_HUB_OFFLINE=1`
         works once the files are cached). Our exports (`spladerunner.json`) and foreign logits graphs
         (fastembed/Qdrant, optimum, sentence-transformers `onnx/`) both load.
-    precision: "fp32", "int8" or "fp16"; by default int8 on CPU and fp16 on CUDA when the folder has them.
+    precision: "fp32", "int8" or "fp16"; by default the fastest one the folder has whose export parity gate
+        passed (`spladerunner.json` parity report): int8, else fp32, on CPU; fp16, else fp32, on CUDA.
+        A failed precision runs only when asked for, with a warning quoting the gate's figures.
     providers: onnxruntime providers or the shorthands "cpu"/"cuda"; CPU by default. A requested
         provider that onnxruntime does not activate raises `ProviderError` instead of running on CPU.
     threads: intra-op threads; by default the CPUs this process may use.
@@ -185,18 +188,45 @@ class Expander:
                 raise error(f"{session.path}: the graph's position table holds {table} positions, "
                             f"{what} exceeds it")
 
+    def _gate(self, precision: str) -> Gate | None:
+        try:
+            return self.manifest.gate(precision)
+        except ManifestError as exc:
+            raise ManifestError(f"{self.source.name}: {exc}") from None
+
     def _choose_precision(self, precision: str | None) -> str:
+        """The requested precision, or the fastest one whose export parity gate passed.
+
+        Fastest: int8 then fp32 on CPU, fp16 then fp32 on CUDA, then any other exported one. A precision
+        the manifest's parity report does not judge (no report: foreign graphs, hand-made folders) counts
+        as passed, as before there were reports. A requested precision that failed runs, with a warning
+        quoting the gate's figures; when every precision failed, only a requested one runs.
+        """
         available = set(self.manifest.precisions("query")) & set(self.manifest.precisions("document"))
         if precision is not None:
             if precision not in available:
                 raise InputError(f"{self.source.name}: precision {precision!r} not exported; "
                                  f"available: {sorted(available)}")
+            gate = self._gate(precision)
+            if gate is not None and not gate.passed:
+                logger.warning("%s: running precision %r as asked, although it failed the export's parity gate "
+                               "(%s)", self.source.name, precision, gate.figures())
             return precision
         on_cuda = CUDA in [p if isinstance(p, str) else p[0] for p in self.providers]
-        for preferred in (("fp16", "fp32") if on_cuda else ("int8", "fp32")):
-            if preferred in available:
-                return preferred
-        return sorted(available)[0]
+        preferred = ("fp16", "fp32", "int8") if on_cuda else ("int8", "fp32", "fp16")
+        failed: list[Gate] = []
+        for candidate in [p for p in preferred if p in available]:
+            gate = self._gate(candidate)
+            if gate is None or gate.passed:
+                if failed:
+                    logger.info("%s: using %r; %s failed the export's parity gate (%s)", self.source.name, candidate,
+                                " and ".join(repr(g.precision) for g in failed),
+                                "; ".join(f"{g.precision} {g.figures()}" for g in failed))
+                return candidate
+            failed.append(gate)
+        raise ManifestError(f"{self.source.name}: every exported precision failed the export's parity gate "
+                            f"({'; '.join(f'{g.precision} {g.figures()}' for g in failed)}); pass precision= "
+                            f"to run one anyway, or export again")
 
     def graph(self, mode: Mode) -> GraphEntry:
         return self.manifest.encoders[mode][self.precision]

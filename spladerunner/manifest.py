@@ -46,6 +46,31 @@ TOPK_WEIGHTS_OUTPUT = "top_weights"
 TOPK_EMBEDDINGS_OUTPUT = "top_embeddings"
 
 
+# Figures of a parity result that `Gate.figures` quotes, in this order, when the report has them.
+GATE_FIGURES = ("tolerant_overlap_at_10", "overlap_at_10", "score_pearson", "min_cosine", "max_abs_diff")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The export's parity verdict on one precision: its results for the graphs that precision runs."""
+
+    precision: str
+    passed: bool
+    results: dict[str, dict]  # graph key in the report ("model", "query", "document") -> result
+
+    def figures(self) -> str:
+        """The gate's figures, one group per graph: `model: tolerant_overlap_at_10=0.960 ...`."""
+        parts = []
+        for key, result in self.results.items():
+            if result.get("ran") is False:
+                parts.append(f"{key}: did not run ({str(result.get('error', ''))[:100]})")
+                continue
+            values = [f"{name}={result[name]:.4g}" for name in GATE_FIGURES
+                      if isinstance(result.get(name), (int, float)) and not isinstance(result.get(name), bool)]
+            parts.append(f"{key}: {'passed' if result['passed'] else 'FAILED'} {' '.join(values)}".rstrip())
+        return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class GraphEntry:
     """One ONNX file: where it is (relative to the folder) and what it outputs."""
@@ -101,6 +126,27 @@ class Manifest:
 
     def precisions(self, mode: Mode) -> list[str]:
         return [p for p in PRECISIONS if p in self.encoders[mode]]
+
+    def gate(self, precision: str) -> Gate | None:
+        """The parity report's verdict on `precision`: the results whose path is a graph this precision
+        runs (for either mode). None when the manifest records none (a folder without a parity report, a
+        foreign graph's derived manifest): such a precision was never judged. A result without a boolean
+        `passed` is a `ManifestError`."""
+        graphs = self.parity.get("graphs")
+        if not isinstance(graphs, dict):
+            return None
+        paths = {self.encoders[mode][precision].path for mode in MODES if precision in self.encoders[mode]}
+        results = {}
+        for key, report in graphs.items():
+            result = report.get(precision) if isinstance(report, dict) else None
+            if not isinstance(result, dict) or result.get("path") not in paths:
+                continue
+            if not isinstance(result.get("passed"), bool):
+                raise ManifestError(f"{MANIFEST_NAME}: parity.graphs.{key}.{precision}.passed must be true or false")
+            results[str(key)] = result
+        if not results:
+            return None
+        return Gate(precision, all(result["passed"] for result in results.values()), results)
 
     def to_json(self) -> str:
         data = asdict(self)

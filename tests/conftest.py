@@ -1,4 +1,5 @@
-"""Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them.
+"""Shared session fixtures: tiny random-init SPLADE checkpoints and the model folders exported from them,
+and the real splade-tiny exported by the toolkit.
 
 Everything is built once per session under pytest's tmp dir with the real tokenizer, optimum,
 onnx and onnxruntime (no mocks), calibrated on SciFact texts from the shared data. Fixtures import
@@ -78,15 +79,6 @@ def tiny_bert_export(tmp_path_factory, tiny_bert) -> Path:
 
 
 @pytest.fixture(scope="session")
-def splade_tiny_export(tmp_path_factory) -> Path:
-    """Model folder of the real trained splade-tiny (../shared/models/splade-tiny): fp32 and int8 graphs."""
-    convert = _convert()
-    out = tmp_path_factory.mktemp("splade-tiny-export")
-    convert.export_checkpoint(out, SPLADE_TINY)
-    return out
-
-
-@pytest.fixture(scope="session")
 def tiny_distilbert_export(tmp_path_factory, tiny_distilbert) -> Path:
     """Model folder of tiny DistilBERT: pooled fp32 and int8 graphs."""
     convert = _convert()
@@ -123,4 +115,16 @@ def foreign_logits_folder(tmp_path_factory, tiny_bert) -> Path:
     onnx.save(convert.export_logits(convert.load_masked_lm(tiny_bert)), out / "model.onnx")
     for name in FOREIGN_FILES:
         shutil.copyfile(tiny_bert / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def splade_tiny_export(tmp_path_factory) -> Path:
+    """The real rasyosef/splade-tiny (shared models folder) exported by our toolkit: fp32 and int8, default
+    options and gate."""
+    if not (SPLADE_TINY / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{SPLADE_TINY}: shared model not found (expected ../shared beside the repository)")
+    convert = _convert()
+    out = tmp_path_factory.mktemp("splade-tiny-export")
+    convert.export_checkpoint(out, SPLADE_TINY)
     return out

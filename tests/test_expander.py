@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from hf_cache import populate_hf_cache
 from paths import REPO, TOKENIZER_JSON
 
 from spladerunner import Expander, GraphError, ManifestError, ModelNotFoundError, ProviderError
+from spladerunner.manifest import Manifest
 from spladerunner.tokenization import encode, load_tokenizer
 
 TEXTS = [
@@ -257,3 +259,83 @@ def test_overlapped_batches_give_the_same_vectors(tiny_bert_export):
     for (batch_a, out_a), (batch_b, out_b) in zip(plain, overlapped):
         np.testing.assert_array_equal(batch_a.rows, batch_b.rows)
         np.testing.assert_array_equal(out_a["sparse_weights"], out_b["sparse_weights"])
+
+
+def with_parity(folder: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the folder whose manifest's parity report `edit` changed in place."""
+    target = copy_folder(folder, tmp_path)
+    manifest = json.loads((target / "spladerunner.json").read_text())
+    edit(manifest["parity"])
+    (target / "spladerunner.json").write_text(json.dumps(manifest))
+    return target
+
+
+def fail(*precisions: str, graph: str = "model"):
+    def edit(parity: dict) -> None:
+        for precision in precisions:
+            parity["graphs"][graph][precision]["passed"] = False
+        parity["passed"] = False
+    return edit
+
+
+def test_default_precision_is_the_fastest_that_passed_the_gate(tiny_bert_export, tmp_path, caplog):
+    assert Manifest.read(tiny_bert_export).gate("int8").passed
+    folder = with_parity(tiny_bert_export, tmp_path, fail("int8"))
+    with caplog.at_level(logging.INFO, logger="spladerunner"):
+        expander = Expander(folder)
+    assert expander.precision == "fp32"
+    assert "'int8' failed the export's parity gate" in caplog.text and "tolerant_overlap_at_10=" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spladerunner"):
+        assert Expander(folder, precision="fp32").precision == "fp32"
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="spladerunner"):
+        asked = Expander(folder, precision="int8")
+    assert asked.precision == "int8" and len(asked.expand("do goldfish grow")) > 0
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.name == "spladerunner"
+    message = record.getMessage()
+    assert "running precision 'int8' as asked" in message and "model: FAILED" in message
+    for figure in ("tolerant_overlap_at_10=", "score_pearson=", "min_cosine=", "max_abs_diff="):
+        assert figure in message
+
+
+def test_cuda_prefers_fp16_then_fp32(tiny_bert_export, tmp_path):
+    """The CUDA order without a GPU: the choice reads the providers, not the device."""
+    expander = Expander(tiny_bert_export, precision="fp32")
+    expander.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert expander._choose_precision(None) == "fp16"
+    failed = Expander(with_parity(tiny_bert_export, tmp_path, fail("fp16")), precision="fp32")
+    failed.providers = ["CUDAExecutionProvider"]
+    assert failed._choose_precision(None) == "fp32"
+
+
+def test_nothing_passed_needs_an_explicit_precision(tiny_bert_export, tmp_path, caplog):
+    folder = with_parity(tiny_bert_export, tmp_path, fail("fp32", "int8", "fp16"))
+    with pytest.raises(ManifestError, match="every exported precision failed the export's parity gate"):
+        Expander(folder)
+    with caplog.at_level(logging.WARNING, logger="spladerunner"):
+        assert Expander(folder, precision="fp32").precision == "fp32"
+    assert "failed the export's parity gate" in caplog.text
+
+
+def test_folders_without_a_parity_report_keep_the_old_default(tiny_bert_export, foreign_logits_folder, tmp_path):
+    folder = with_parity(tiny_bert_export, tmp_path, lambda parity: parity.clear())
+    assert Manifest.read(folder).gate("int8") is None
+    assert Expander(folder).precision == "int8"
+    assert Expander(foreign_logits_folder).precision == "fp32"  # a derived manifest: one graph, never judged
+
+
+def test_malformed_verdict_is_a_manifest_error(tiny_bert_export, tmp_path):
+    def edit(parity: dict) -> None:
+        parity["graphs"]["model"]["int8"]["passed"] = "yes"
+    with pytest.raises(ManifestError, match=r"parity.graphs.model.int8.passed must be true or false"):
+        Expander(with_parity(tiny_bert_export, tmp_path, edit))
+
+
+def test_gate_of_a_dual_folder_covers_both_encoders(dual_export, tmp_path):
+    assert Expander(dual_export).precision == "int8"
+    folder = with_parity(dual_export, tmp_path, fail("int8", graph="document"))
+    gate = Manifest.read(folder).gate("int8")
+    assert set(gate.results) == {"query", "document"} and not gate.passed
+    assert Expander(folder).precision == "fp32"

@@ -267,6 +267,8 @@ def test_parity_check_catches_a_corrupted_graph(tmp_path, tiny_bert, tiny_bert_e
 def test_cli_exit_codes(tmp_path, tiny_distilbert, capsys):
     args = [str(tiny_distilbert), str(tmp_path / "ok"), "--precisions", "fp32"]
     assert main(args) == 0
+    printed = capsys.readouterr()
+    assert "overlap@10=1.000" in printed.out and "pearson=1.0000" in printed.out and "parity passed" in printed.err
     assert main(["convert", str(tiny_distilbert), str(tmp_path / "strict"), "--precisions", "fp32,int8",
                  "--min-int8-cosine", "1.0"]) == 1
     assert "parity FAILED" in capsys.readouterr().err

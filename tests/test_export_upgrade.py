@@ -60,6 +60,8 @@ def test_upgrade_runs_without_torch_and_matches(tmp_path, foreign_logits_folder)
     assert result.returncode == 0, result.stderr
     manifest = Manifest.read(out)
     assert manifest.parity["passed"] and manifest.exporter["spladerunner"]
+    int8 = manifest.parity["graphs"]["model"]["int8"]  # the same retrieval gate as convert
+    assert int8["tolerant_overlap_at_10"] >= 0.9 and int8["score_pearson"] >= 0.98
     assert (manifest.source["checkpoint"], manifest.source["revision"]) == ("acme/splade-tiny", commit)
     assert manifest.source["graph"] == "model.onnx"
     assert manifest.source["sha256"]["model.onnx"]
@@ -160,3 +162,18 @@ def test_max_pooling_is_exact_with_padding(foreign_logits_folder, layout):
     (fused,) = ort.InferenceSession(model.SerializeToString()).run(["sparse_weights"], feed)
     assert np.abs(fused - expected).max() <= 1e-5
     np.testing.assert_array_equal(fused > 0, expected > 0)
+
+
+def test_upgrade_follows_the_gate_rules(tmp_path, foreign_logits_folder, capsys):
+    """A variant that fails the gate is recorded as failed, the command exits 1 and names it, and the
+    runtime does not choose it by default."""
+    from spladerunner import Expander
+    from spladerunner_export.cli import main
+
+    out = tmp_path / "out"
+    assert main(["upgrade", str(foreign_logits_folder), str(out), "--min-pearson", "0.999999"]) == 1
+    printed = capsys.readouterr()
+    assert "parity FAILED for int8" in printed.err and "pearson=" in printed.out
+    graphs = Manifest.read(out).parity["graphs"]["model"]
+    assert graphs["fp32"]["passed"] and not graphs["int8"]["passed"]
+    assert Expander(out).precision == "fp32"
