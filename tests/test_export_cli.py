@@ -60,3 +60,30 @@ def test_toolkit_errors_are_spladerunner_errors():
     assert issubclass(GraphRewriteError, ExportError)
     assert issubclass(ExportError, SpladerunnerError) and issubclass(ExportError, ValueError)
     assert not issubclass(GraphRewriteError, GraphError) and GraphRewriteError.__name__ != GraphError.__name__
+
+
+def test_the_runtime_stub_hands_over_or_says_how_to_install() -> None:
+    """`spladerunner-export` belongs to the runtime: without the toolkit distribution it prints the install
+    command (exit 2); with it, it runs the toolkit's command."""
+    stub = "import sys\nfrom spladerunner.cli.export import main\nsys.exit(main(sys.argv[2:]))\n"
+    hidden = subprocess.run([sys.executable, "-c", WITHOUT.split("from spladerunner_export")[0] + stub,
+                             "spladerunner_export", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert hidden.returncode == 2 and HINT in hidden.stderr and "Traceback" not in hidden.stderr
+    present = subprocess.run([sys.executable, "-c", WITHOUT.split("from spladerunner_export")[0] + stub, "",
+                              "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert present.returncode == 0 and "test-model" in present.stdout
+
+
+def test_the_runtime_wheel_carries_no_toolkit(tmp_path) -> None:
+    """The runtime's wheel holds `spladerunner` only; the toolkit is the `spladerunner-export` distribution."""
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("spladerunner-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"spladerunner", "spladerunner-0.1.0.dist-info"}, tops
+    metadata = zipfile.ZipFile(wheel).read("spladerunner-0.1.0.dist-info/METADATA").decode()
+    assert "spladerunner-export==0.1.0; extra == \"export\"" in metadata
+    assert "entry_points" not in tops

@@ -80,6 +80,8 @@ def test_imports_point_down(name: str) -> None:
     for target, line in imports(name, path):
         where = f"spladerunner/{path.relative_to(PACKAGE)}:{line} imports {target}"
         top = target.split(".")[0]
+        if name == "cli.export" and target == "spladerunner_export.cli":
+            continue  # the `spladerunner-export` stub hands the command over to the toolkit, if installed
         assert top not in TOOLKIT, f"{where}: the runtime never imports the export toolkit or torch"
         if top == "spladerunner":
             inner = target.removeprefix("spladerunner").removeprefix(".")
@@ -100,11 +102,10 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
 
 
 def test_every_package_folder_is_in_the_wheel() -> None:
-    """pyproject lists the packages by hand (the toolkit's folder is mapped): a new sub-package must be listed."""
+    """pyproject lists the runtime's packages by hand: a new sub-package must be listed; the toolkit is not."""
     import tomllib
 
     listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    folders = {"spladerunner_export"} | {
-        ".".join(("spladerunner", *init.parent.relative_to(PACKAGE).parts)).rstrip(".")
-        for init in PACKAGE.rglob("__init__.py")}
+    folders = {".".join(("spladerunner", *init.parent.relative_to(PACKAGE).parts)).rstrip(".")
+               for init in PACKAGE.rglob("__init__.py")}
     assert folders == listed

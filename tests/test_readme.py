@@ -54,6 +54,8 @@ def test_readme_starts_with_the_two_setup_commands():
     assert TEST_COMMAND in second
     ci_script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert TEST_COMMAND in ci_script  # CI runs exactly the README's test command
+    install = second.split("&&")[0].removeprefix("pip install").strip()
+    assert install in ci_script  # ... after installing exactly what the README installs
 
 
 def test_python_examples_run(tmp_path, foreign_logits_folder, tiny_bert_export):
