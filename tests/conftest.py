@@ -70,6 +70,15 @@ def tiny_distilbert(tmp_path_factory, make_test_model) -> Path:
 
 
 @pytest.fixture(scope="session")
+def base_bert_export(tmp_path_factory, make_test_model) -> Path:
+    """A BERT-base-sized test model (random init, calibrated sparsity: production shapes), fp32 and int8."""
+    checkpoint = make_test_model(tmp_path_factory.mktemp("base-bert"), arch="bert", size="base")
+    out = tmp_path_factory.mktemp("base-bert-export")
+    _convert().export_checkpoint(out, checkpoint)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_export(tmp_path_factory, tiny_bert) -> Path:
     """Model folder of tiny BERT: pooled fp32, int8 and fp16 graphs."""
     convert = _convert()

@@ -43,7 +43,7 @@ MIN_COSINE = 0.999
 MIN_TOP10_OVERLAP = 0.98
 
 
-@pytest.fixture(scope="module", params=["splade_tiny_export", "tiny_bert_export"])
+@pytest.fixture(scope="module", params=["splade_tiny_export", "tiny_bert_export", "base_bert_export"])
 def folder(request) -> Path:
     return request.getfixturevalue(request.param)
 
@@ -52,14 +52,16 @@ def dense_rows(expander: Expander, texts: list[str], *, query: bool = False) -> 
     return expander.expand_batch(texts, query=query).to_dense()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("query", [False, True])
-def test_int8_is_batch_invariant_through_the_expander(folder, query):
-    """Each text alone equals the same text in batches of every size the batcher makes."""
-    alone_expander = Expander(folder, precision="int8", threads=1, max_tokens=4096, max_batch_size=1)
+def test_batch_invariant_through_the_expander(folder, query, precision):
+    """Each text alone equals the same text in batches of every size the batcher makes, at every precision
+    the CPU runs (fp16 is a CUDA graph: no GPU here)."""
+    alone_expander = Expander(folder, precision=precision, threads=1, max_tokens=4096, max_batch_size=1)
     alone = np.stack([dense_rows(alone_expander, [text], query=query)[0] for text in TEXTS])
     assert (alone > 0).sum(1).max() > 5
     for settings in SETTINGS:
-        expander = Expander(folder, precision="int8", threads=2, **settings)
+        expander = Expander(folder, precision=precision, threads=2, **settings)
         for order in (TEXTS, TEXTS[::-1]):
             together = dense_rows(expander, order, query=query)
             if order is not TEXTS:
@@ -67,9 +69,10 @@ def test_int8_is_batch_invariant_through_the_expander(folder, query):
             assert np.abs(together - alone).max() <= BATCH_INVARIANCE, settings
 
 
-def test_int8_rows_ignore_padding_and_batch_mates(folder):
+@pytest.mark.parametrize("graph", ["model.onnx", "model_int8.onnx"])
+def test_rows_ignore_padding_and_batch_mates(folder, graph):
     """The graph itself: a text alone and unpadded vs padded to longer widths beside other texts."""
-    session = ort.InferenceSession(str(folder / "model_int8.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / graph), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     ids = encode(load_tokenizer(folder / "tokenizer.json"), [t for t in TEXTS if t.strip()], 256).ids
 
