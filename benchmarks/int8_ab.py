@@ -23,6 +23,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from spladerunner.session import SLOW_CPU_FUSIONS
 from spladerunner.tokenization import Encoded, batches, encode, load_tokenizer
 
+from .report import publish
 from .texts import documents, queries
 
 WORK = Path(__file__).resolve().parent / ".work" / "models"
@@ -89,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# int8: per-batch vs per-token activation scales ({time.strftime('%Y-%m-%d %H:%M')}, "
              "`python -m benchmarks.int8_ab`)", "", "| graph | docs/s | query p50 ms |", "|---|---:|---:|"]
     lines += [f"| {name} | {rate:.2f} | {latency:.2f} |" for name, (rate, latency) in rows.items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
+    publish("\n".join(lines), args.output)
     return 0
 
 

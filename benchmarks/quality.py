@@ -27,6 +27,7 @@ from spladerunner.manifest import DEFAULT_MAX_LENGTH
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
 
+from .report import publish
 from .texts import SHARED, SPLADE_TINY
 
 # corpus -> (BEIR folder, lowest relevance grade MRR and recall count: TREC DL judges relevance >= 2)
@@ -112,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Queries cut at {DEFAULT_MAX_LENGTH['query']} tokens, documents at {DEFAULT_MAX_LENGTH['document']}, for "
             "every system; each system's vectors searched exactly (`SparseIndex`, top 100). DL19 MRR@10 and "
             "recall@100 count grade >= 2 as relevant (TREC DL convention); nDCG uses the graded qrels.\n\n"
-            + table + "\n")
-    print(text)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
+            + table)
+    publish(text, args.output)
     return 0
 
 

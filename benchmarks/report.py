@@ -556,3 +556,10 @@ def plot_sweep(path: Path, results: Results) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def publish(text: str, output: str | Path | None) -> None:
+    """Print a markdown report, and write it to `output` as well when given (the RESULTS-*.md files)."""
+    print(text)
+    if output:
+        Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
