@@ -177,9 +177,9 @@ def test_eval_names_the_system_and_writes_json_and_a_trec_run(
         tiny_bert_export: Path, mini_dl19: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from spladerunner.expander import Expander
 
-    results, run_file = tmp_path / "results.json", tmp_path / "run.trec"
+    results, run_file, index = tmp_path / "results.json", tmp_path / "run.trec", tmp_path / "index"
     assert main(["eval", str(mini_dl19), "--model", str(tiny_bert_export), "--relevance-level", "2",
-                 "--output", str(results), "--run", str(run_file)]) == 0
+                 "--index", str(index), "--output", str(results), "--run", str(run_file)]) == 0
     captured = capsys.readouterr()
     assert "warning" not in captured.err  # graded qrels, but the level was chosen
     row = table_row(captured.out)
@@ -206,7 +206,14 @@ def test_eval_names_the_system_and_writes_json_and_a_trec_run(
     metrics = evaluate(run, load_beir(mini_dl19).qrels, ["ndcg@10", "mrr@10", "recall@100", "map"],
                        relevance_level=2)
     assert metrics == {m: pytest.approx(record[m], abs=1e-12) for m in metrics}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "run.trec"]  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "results.json", "run.trec"]  # no temporaries
+    assert "query precision" not in row
+
+    # The saved index searched with fp32 queries: the row says so beside the index's int8.
+    assert main(["eval", str(mini_dl19), "--index", str(index), "--precision", "fp32", "--relevance-level", "2"]) == 0
+    row = table_row(capsys.readouterr().out)
+    assert (row["precision"], row["query model"], row["query precision"]) == (
+        "int8", str(tiny_bert_export.resolve()), "fp32")
 
 
 def test_eval_warns_when_graded_qrels_meet_the_default_level(mini_dl19: Path, tmp_path: Path,

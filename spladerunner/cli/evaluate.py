@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     level = DEFAULT_RELEVANCE_LEVEL if args.relevance_level is None else args.relevance_level
     top_grade = max_relevance(dataset.qrels)
     if args.relevance_level is None and top_grade > 1:
-        print(f"warning: {Path(args.dataset) / 'qrels' / f'{args.split}.tsv'} has graded relevance (grades up to {top_grade}); "
-              f"MRR, recall and MAP count grade >= {level} as relevant. TREC DL-style qrels need "
-              "--relevance-level 2", file=sys.stderr)
+        qrels = Path(args.dataset) / "qrels" / f"{args.split}.tsv"
+        print(f"warning: {qrels} has graded relevance (grades up to {top_grade}); MRR, recall and MAP count "
+              f"grade >= {level} as relevant. TREC DL-style qrels need --relevance-level 2", file=sys.stderr)
     index_path = Path(args.index) if args.index else None
     seconds: float | None = None
     if index_path is not None and index_path.exists():
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             index.save(index_path)
     scores, results = evaluate_beir(dataset, index, queries, metrics=args.metrics, k=args.top_k,
                                     relevance_level=level)
-    row = {**system(index), **scores, "index s": None if seconds is None else round(seconds, 3),
+    row = {**system(args, index, queries), **scores, "index s": None if seconds is None else round(seconds, 3),
            "index docs/s": None if seconds is None else round(len(index) / max(seconds, 1e-9))}
     print(markdown_table({Path(args.dataset).name: row}))
     if args.run:
@@ -87,12 +87,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def system(index: Any) -> dict[str, Any]:
-    """What the index measures, from its metadata: encoder kind, model and precision (None for BM25), and
-    how the index stores weights."""
+def system(args: argparse.Namespace, index: Any, queries: Any) -> dict[str, Any]:
+    """What was measured: the index's encoder kind, model and precision (None for BM25) from its metadata,
+    how it stores weights, and the query model and precision when they differ from the index's (a reused
+    index searched with another --model or --precision)."""
+    from ..expander import Expander
+    from .encoders import encoder_metadata
+
     meta = index.metadata
     encoder = meta.get("encoder")  # None: an index saved from Python without encoder metadata
     if encoder and meta.get("idf_queries"):
         encoder += " + idf queries"
-    return {"encoder": encoder, "model": meta.get("model"), "precision": meta.get("precision"),
-            "weights": index.precision}
+    row = {"encoder": encoder, "model": meta.get("model"), "precision": meta.get("precision"),
+           "weights": index.precision}
+    if isinstance(queries, Expander):
+        used = encoder_metadata(args, queries)
+        if (used["model"], used["precision"]) != (row["model"], row["precision"]):
+            row.update({"query model": used["model"], "query precision": used["precision"]})
+    return row
