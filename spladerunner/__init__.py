@@ -31,6 +31,9 @@ _EXPORTS = {
     "GraphError": "errors",
     "ProviderError": "errors",
     "ModelNotFoundError": "errors",
+    "HubUnreachableError": "errors",
+    "NotOnHubError": "errors",
+    "NotCachedOfflineError": "errors",
     "IndexFormatError": "errors",
     "InputError": "errors",
     "InputTypeError": "errors",
@@ -42,11 +45,14 @@ if TYPE_CHECKING:
     from .bm25 import BM25Encoder
     from .errors import (
         GraphError,
+        HubUnreachableError,
         IndexFormatError,
         InputError,
         InputTypeError,
         ManifestError,
         ModelNotFoundError,
+        NotCachedOfflineError,
+        NotOnHubError,
         ProviderError,
         SpladerunnerError,
     )
