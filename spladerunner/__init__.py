@@ -34,6 +34,7 @@ _EXPORTS = {
     "HubUnreachableError": "errors",
     "NotOnHubError": "errors",
     "NotCachedOfflineError": "errors",
+    "UpgradeError": "errors",
     "IndexFormatError": "errors",
     "InputError": "errors",
     "InputTypeError": "errors",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         NotOnHubError,
         ProviderError,
         SpladerunnerError,
+        UpgradeError,
     )
     from .expander import Expander
     from .idf_queries import IdfQueryEncoder

@@ -45,6 +45,10 @@ class NotCachedOfflineError(ModelNotFoundError):
     """`HF_HUB_OFFLINE` is set and the hub model (or one of its files) is not in the Hugging Face cache."""
 
 
+class UpgradeError(SpladerunnerError, RuntimeError):
+    """`upgrade=True` was asked for and the conversion of a logits graph could not run or wrote no folder."""
+
+
 class IndexFormatError(SpladerunnerError, ValueError):
     """An index folder is incomplete, corrupt or from an unknown format version; names the file."""
 

@@ -41,6 +41,7 @@ from .tokenization import (
     vocabulary,
     vocabulary_sha256,
 )
+from .upgrade_cache import upgraded_source
 
 logger = logging.getLogger("spladerunner")
 
@@ -83,6 +84,9 @@ class Expander:
     query_max_length, document_max_length: override the manifest's max lengths (tokens, specials included).
     max_length, model_name: SPLADERunner 0.1.6's arguments, accepted so its code runs unchanged (deprecated:
         `spladerunner.legacy`; max_length is ignored).
+    upgrade: a hub model that ships only a logits graph runs from its upgraded folder (fused pooling,
+        per-token int8; `spladerunner.upgrade_cache`) once `spladerunner-export upgrade` cached one; True makes
+        it now when missing (needs the export toolkit), False keeps the logits graph. Default: $SPLADERUNNER_UPGRADE.
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
         writes a [rows, length, vocab] decoder output, so small batches are lighter and, on CPU, faster too
         (the max_tokens lever of benchmarks/RESULTS.md measures both).
@@ -102,7 +106,8 @@ class Expander:
                  providers: Sequence[str | tuple[str, dict]] | None = None, threads: int | None = None,
                  revision: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
-                 max_tokens: int = 1024, max_batch_size: int = 64, model_name: str | None = None):
+                 max_tokens: int = 1024, max_batch_size: int = 64, model_name: str | None = None,
+                 upgrade: bool | None = None):
         # SPLADERunner 0.1.6's signature (model_name, max_length, cache_dir): `spladerunner.legacy`.
         model, self._legacy = legacy.resolve(model, model_name=model_name, max_length=max_length,
                                              default=DEFAULT_MODEL)
@@ -118,6 +123,9 @@ class Expander:
             check_count("threads", threads)
         self.source: ModelSource = open_source(model, revision=revision, cache_dir=cache_dir)
         self.manifest: Manifest = load_manifest(self.source)
+        upgraded = upgraded_source(self.source, self.manifest, upgrade)  # a hub logits graph's upgraded folder
+        if upgraded is not None:
+            self.source, self.manifest = upgraded
         if self.manifest.kind != self.KIND:
             raise ManifestError(f"{self.source.name}: kind {self.manifest.kind!r} is not a {self.KIND!r} model")
         self.providers = normalise_providers(providers)
