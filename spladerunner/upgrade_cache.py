@@ -75,8 +75,8 @@ def upgraded_source(source: ModelSource, manifest: Manifest,
         if not upgrade:
             _warn_once(f"{source.name} is a logits graph pooled in numpy (fp32, no int8): run "
                        f"`spladerunner-export upgrade {source.name}` once ({INSTALL_HINT}; no torch) to fuse the "
-                       f"pooling and add a per-token int8 graph, cached at {folder} and used from then on (README: "
-                       f"'Foreign graphs, upgraded'); or pass upgrade=True, or set {UPGRADE_ENV}=1")
+                       f"pooling and add a per-token int8 graph, cached at {folder} and used from then on "
+                       f"(README: 'Logits-only hub models, upgraded'); or pass upgrade=True, or set {UPGRADE_ENV}=1")
             return None
         run_upgrade(source, commit, folder)
     upgraded = Manifest.read(folder)
