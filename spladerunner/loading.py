@@ -174,6 +174,8 @@ class ModelSource:
         return str(info.sha)
 
     def _not_cached(self) -> str:
+        if self.snapshot is not None:
+            return f"the cached snapshot {self.snapshot} lacks files the model needs"
         folder = Path(self.name).absolute()
         return (f"the model is not in the Hugging Face cache folder {self.cache_folder} (looked for "
                 f"{self.repo_folder.name}, revision {self.revision or 'main'}), and there is no local folder "
