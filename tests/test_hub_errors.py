@@ -151,6 +151,10 @@ def test_cached_models_load_with_the_hub_unreachable_without_asking_it(tmp_path,
     assert ours["loaded"] == "pooled" and foreign["loaded"] == "logits", (ours, foreign)
     assert ours["terms"] > 0 and foreign["terms"] > 0
     assert black_hole.connections == []
+    snapshot = populate_hf_cache(cache, "acme/partial", tiny_bert_export)
+    (snapshot / "model_int8.onnx").unlink()  # the default precision's graph was never fetched
+    [partial] = load(["acme/partial"], cache, HF_ENDPOINT=closed_port())
+    assert partial["error"] == "HubUnreachableError" and f"the cached snapshot {snapshot} lacks" in partial["message"]
 
 
 @pytest.mark.parametrize("name", ["./acme/model", "../model", "/no/such/model", "~/no-such-model", "a/b/c",
