@@ -25,7 +25,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ManifestError, UpgradeError
+from .errors import InputError, ManifestError, UpgradeError
 from .integrity import cache_dir
 from .loading import ModelSource
 from .manifest import MANIFEST_NAME, Manifest
@@ -53,7 +53,7 @@ def wanted(upgrade: bool | None) -> bool | None:
     if value in ("0", "false", "no"):
         return False
     if value:
-        raise ManifestError(f"{UPGRADE_ENV}={value!r}: expected 1 or 0")
+        raise InputError(f"{UPGRADE_ENV}={value!r}: expected 1 or 0")
     return None
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hf_cache import populate_hf_cache
 
-from spladerunner import Expander, ManifestError
+from spladerunner import Expander, InputError, ManifestError
 from spladerunner.upgrade_cache import upgraded_folder
 
 COMMIT = "d" * 40
@@ -84,3 +84,15 @@ def test_upgrade_true_converts_once_and_the_folder_is_used_and_checked(hub_cache
             Expander("acme/logits-only", cache_dir=hub_cache)
     finally:
         manifest_path.write_text(original)
+
+
+def test_the_environment_variable_sets_the_default(monkeypatch):
+    from spladerunner.upgrade_cache import UPGRADE_ENV, wanted
+
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("false", False), ("", None)):
+        monkeypatch.setenv(UPGRADE_ENV, value)
+        assert wanted(None) is expected
+        assert wanted(True) is True and wanted(False) is False  # the argument wins
+    monkeypatch.setenv(UPGRADE_ENV, "maybe")
+    with pytest.raises(InputError, match="SPLADERUNNER_UPGRADE=.maybe."):
+        wanted(None)
