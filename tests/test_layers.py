@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"sparse", "manifest", "readers"},
     {"tokenization"},
     {"loading", "session", "integrity", "graph_scan"},  # model files: where, checked, opened
+    {"legacy", "upgrade_cache"},  # choices made for the caller: 0.1.6 names and shapes; upgraded logits graphs
     {"expander", "bm25", "idf_queries"},  # encoders
     {"sparsembed"},  # an encoder built on `Expander`
     {"documents", "results", "scoring", "index_folder"},  # index building blocks
