@@ -72,8 +72,8 @@ def check_texts(texts: str | Sequence[str]) -> list[str]:
 class Expander:
     """Expands queries and documents into SPLADE sparse vectors with onnxruntime.
 
-    model: a local model folder or a hub id (read through the Hugging Face cache; `HF_HUB_OFFLINE=1`
-        works once the files are cached). Our exports (`spladerunner.json`) and foreign logits graphs
+    model: the built-in model's name ("splade-tiny", shipped in the package, offline), a local model folder
+        or a hub id (read through the Hugging Face cache; cached models load without network). Our exports (`spladerunner.json`) and foreign logits graphs
         (fastembed/Qdrant, optimum, sentence-transformers `onnx/`) both load.
     precision: "fp32", "int8" or "fp16"; by default the fastest one the folder has whose export parity gate
         passed (`spladerunner.json` parity report): int8, else fp32, on CPU; fp16, else fp32, on CUDA.
