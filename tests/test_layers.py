@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"postings"},
     {"retrieval", "sparsembed_index"},  # indexes
     {"evaluation", "adapters", "serverless"},  # consumers of the encoders and indexes
+    {"lambda_package"},  # builds a deployment around `serverless`
     {"cli"},
 ]
 # The runtime's dependencies; adapters reach qdrant_client and sparse scipy only inside a function.

@@ -1,4 +1,4 @@
-"""Command line: `spladerunner expand` (texts -> JSONL sparse vectors), `index`, `search` and `eval`.
+"""Command line: `spladerunner expand` (texts -> JSONL sparse vectors), `index`, `search`, `eval`, `lambda-package`.
 
 One module per command; each registers its arguments and its function with `build_parser`. Heavy
 modules (onnxruntime, tokenizers) load only when a command runs. Our own errors and `OSError` are
@@ -11,13 +11,13 @@ import argparse
 import sys
 
 from ..errors import SpladerunnerError
-from . import evaluate, expand, index, search
+from . import evaluate, expand, index, lambda_package, search
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spladerunner", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (expand, index, search, evaluate):
+    for command in (expand, index, search, evaluate, lambda_package):
         command.register(commands)
     return parser
 
