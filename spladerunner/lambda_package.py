@@ -43,7 +43,7 @@ MODEL_FOLDER = "model"  # where a model other than the built-in one goes, beside
 # Never imported when serving; paths relative to the package root (glob patterns), each with its reason.
 PRUNED = (
     "bin",  # console scripts (f2py, numpy-config)
-    "**/__pycache__",  # compiled for the build machine's Python; Lambda compiles in memory
+    "**/__pycache__",  # compiled for the build machine's Python (bytecode for the target's is compiled below)
     "*.dist-info/RECORD",  # lists files removed here; the rest of the metadata stays valid
     "**/*.pyi",  # type stubs
     "**/tests",
@@ -54,6 +54,11 @@ PRUNED = (
     "onnxruntime/datasets",
     "onnxruntime/capi/libonnxruntime.so*",  # the C API library: the Python binding links its own copy
     "numpy/f2py",
+    "numpy/random",  # numpy's subpackages the runtime never uses (it never touches np.random, np.fft, ...)
+    "numpy/fft",
+    "numpy/ma",
+    "numpy/polynomial",
+    "numpy/testing",
     "numpy/_pyinstaller",
     "numpy/_core/include",  # C headers and static libraries for building extensions
     "numpy/_core/lib",
@@ -103,7 +108,7 @@ def pinned_dependencies() -> list[str]:
 
 def build_package(model: str, output: str | Path, *, python: str = "3.12", arch: str = "x86_64",
                   precision: str | None = None, glibc: tuple[int, int] | None = None,
-                  log: Callable[[str], None] = lambda line: None) -> PackageReport:
+                  compile_with: str | None = None, log: Callable[[str], None] = lambda line: None) -> PackageReport:
     """Build the zip at `output` (written whole or not at all) and return its report.
 
     model: a built-in name, a local model folder, or a Hub id already in the Hugging Face cache, in each
@@ -111,6 +116,9 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         here, so a package is never built around a model that does not load.
     precision: the one precision shipped (default: the one the Expander picks on CPU).
     glibc: build for another Linux than Lambda's (any Python then), e.g. this machine's to test the package here.
+    compile_with: a Python `python` to precompile the bytecode with (default: this interpreter or
+        `python3.X` on PATH when one is that version). Lambda's /var/task is read-only, so without it every
+        cold start compiles each module it imports (about doubling the cold start: RESULTS-serverless.md).
     Raises `InputError` for a Python Lambda cannot run the runtime on, an unknown architecture, a model that
     is not an export, a package over Lambda's 250 MB unzipped limit, and pip's error when a wheel is missing.
     """
@@ -132,6 +140,7 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
     files |= {p.name for p in folder.glob("LICENSE*")}
     output = Path(output)
     pins = pinned_dependencies()
+    compiler = bytecode_compiler(python, compile_with)
     with tempfile.TemporaryDirectory(prefix="spladerunner-lambda-") as staging_name:
         staging = Path(staging_name)
         log(f"installing {' '.join(pins)} for Python {python} on {arch} (manylinux)")
@@ -147,6 +156,8 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         _prune(staging)
         (staging / f"{ENTRY_MODULE}.py").write_text(
             _entry(model if builtin else MODEL_FOLDER, expander.precision, builtin), encoding="utf-8")
+        if compiler is not None:
+            _compile(staging, compiler)
         sizes = {path: path.stat().st_size for path in staging.rglob("*") if path.is_file()}
         unzipped = sum(sizes.values())
         parts = _parts(staging, sizes)
@@ -158,10 +169,39 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         _write_zip(staging, sorted(sizes, key=lambda path: path.relative_to(staging).as_posix()), output)
     report = PackageReport(output, HANDLER, source.name, expander.precision, python, arch,
                            dict(pin.split("==") for pin in pins), unzipped, output.stat().st_size, parts)
+    if compiler is None:
+        report.warnings.append(f"no Python {python} here to precompile the bytecode with (--compile-with PATH): "
+                               "Lambda will compile every module it imports at each cold start")
     if report.zipped > DIRECT_UPLOAD_LIMIT:
         report.warnings.append(f"{megabytes(report.zipped)} zipped is over the {megabytes(DIRECT_UPLOAD_LIMIT)} "
                                "of a direct upload: upload it to S3 and deploy from there (README: Serverless)")
     return report
+
+
+def bytecode_compiler(python: str, compile_with: str | None = None) -> str | None:
+    """An interpreter of version `python` to compile bytecode with: `compile_with` (refused if another
+    version), else this one or `python3.X` on PATH if either is that version, else None."""
+    candidates = [compile_with] if compile_with else [sys.executable, shutil.which(f"python{python}")]
+    for candidate in filter(None, candidates):
+        try:
+            found = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                   capture_output=True, text=True, timeout=60).stdout.strip()
+        except OSError:
+            found = None
+        if found == python:
+            return candidate
+        if compile_with:
+            raise InputError(f"--compile-with {compile_with}: Python {found or '(does not run)'}, not {python}")
+    return None
+
+
+def _compile(staging: Path, compiler: str) -> None:
+    """Bytecode beside every module, checked by nothing at run time (`unchecked-hash`): the package is
+    read-only on Lambda, and the sources' timestamps are not kept in the zip."""
+    done = subprocess.run([compiler, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+                           str(staging)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"{compiler} -m compileall failed:\n{(done.stdout + done.stderr)[-2000:]}")
 
 
 def _pip_install(staging: Path, pins: list[str], python: str, tags: list[str]) -> None:
@@ -219,6 +259,9 @@ def _write_zip(staging: Path, paths: list[Path], output: Path) -> None:
                 mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
                 info.external_attr = (0o100000 | mode) << 16
                 archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the package from other users
         os.replace(temporary, output)
     except BaseException:
         os.unlink(temporary)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import stat
 import subprocess
@@ -124,7 +125,12 @@ def test_the_builtin_package_fits_a_direct_upload_and_leaves_out_what_serving_ne
     tops = {name.split("/")[0] for name in names}
     assert {"numpy", "onnxruntime", "tokenizers", "spladerunner", "lambda_function.py"} <= tops
     assert not {"huggingface_hub", "spladerunner_export", "export", "bin", "torch"} & tops
-    assert not [n for n in names if "__pycache__" in n or "/tests/" in n or n.endswith((".pyi", "/RECORD"))]
+    assert not [n for n in names if "/tests/" in n or n.endswith((".pyi", "/RECORD"))]
+    tag = sys.implementation.cache_tag  # bytecode for the target's Python, beside every module
+    expected = {f"{folder}__pycache__/{stem}.{tag}.pyc" for folder, stem in
+                (re.fullmatch(r"(.*/)?([^/]+)\.py", n).groups("") for n in names if n.endswith(".py"))}
+    assert {n for n in names if n.endswith(".pyc")} == expected
+    assert f"spladerunner/__pycache__/serverless.{tag}.pyc" in names
     assert not [n for n in names if n.startswith(("onnxruntime/transformers", "onnxruntime/quantization",
                                                   "onnxruntime/tools", "spladerunner/cli/", "numpy/f2py"))]
     assert "spladerunner/builtin/splade-tiny/model_int8.onnx" in names
