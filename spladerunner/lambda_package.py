@@ -161,11 +161,7 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         sizes = {path: path.stat().st_size for path in staging.rglob("*") if path.is_file()}
         unzipped = sum(sizes.values())
         parts = _parts(staging, sizes)
-        if unzipped > UNZIPPED_LIMIT:
-            biggest = ", ".join(f"{name} {megabytes(size)}" for name, size in parts[:5])
-            raise InputError(f"the package would be {megabytes(unzipped)} unzipped, over Lambda's "
-                             f"{megabytes(UNZIPPED_LIMIT)} limit (largest: {biggest}); ship int8 "
-                             "(--precision int8) or a smaller model, or deploy a container image")
+        check_size(unzipped, parts)
         _write_zip(staging, sorted(sizes, key=lambda path: path.relative_to(staging).as_posix()), output)
     report = PackageReport(output, HANDLER, source.name, expander.precision, python, arch,
                            dict(pin.split("==") for pin in pins), unzipped, output.stat().st_size, parts)
@@ -176,6 +172,15 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         report.warnings.append(f"{megabytes(report.zipped)} zipped is over the {megabytes(DIRECT_UPLOAD_LIMIT)} "
                                "of a direct upload: upload it to S3 and deploy from there (README: Serverless)")
     return report
+
+
+def check_size(unzipped: int, parts: list[tuple[str, int]]) -> None:
+    """Refuse a package over Lambda's unzipped limit, naming its largest parts."""
+    if unzipped > UNZIPPED_LIMIT:
+        biggest = ", ".join(f"{name} {megabytes(size)}" for name, size in parts[:5])
+        raise InputError(f"the package would be {megabytes(unzipped)} unzipped, over Lambda's "
+                         f"{megabytes(UNZIPPED_LIMIT)} limit (largest: {biggest}); ship int8 "
+                         "(--precision int8) or a smaller model, or deploy a container image")
 
 
 def bytecode_compiler(python: str, compile_with: str | None = None) -> str | None:

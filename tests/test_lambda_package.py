@@ -31,9 +31,17 @@ from pathlib import Path
 import pytest
 from lambda_events import encoded, function_url, http_v2, rest_v1
 
+from spladerunner import Expander
 from spladerunner.cli import main
 from spladerunner.errors import InputError
-from spladerunner.lambda_package import DIRECT_UPLOAD_LIMIT, HANDLER, UNZIPPED_LIMIT, build_package, platforms
+from spladerunner.lambda_package import (
+    DIRECT_UPLOAD_LIMIT,
+    HANDLER,
+    UNZIPPED_LIMIT,
+    build_package,
+    check_size,
+    platforms,
+)
 from spladerunner.serverless import BadRequest, handler
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -62,19 +70,27 @@ def package(tmp_path_factory) -> tuple[Path, object]:
     return output, build_package("splade-tiny", output, python=PYTHON, arch="x86_64", glibc=HOST_GLIBC)
 
 
-@pytest.fixture(scope="module")
-def task_root(package) -> Iterator[Path]:
+@contextlib.contextmanager
+def unpacked(package: Path) -> Iterator[Path]:
     """The zip unpacked into an empty world-readable, read-only folder (Lambda's /var/task)."""
     root = Path(tempfile.mkdtemp(prefix="lambda-task-"))
     os.chmod(root, 0o755)
-    with zipfile.ZipFile(package[0]) as archive:
+    with zipfile.ZipFile(package) as archive:
         archive.extractall(root)
         for info in archive.infolist():
             os.chmod(root / info.filename, (info.external_attr >> 16) & 0o777)
     _read_only(root)
-    yield root
-    _writable(root)
-    shutil.rmtree(root)
+    try:
+        yield root
+    finally:
+        _writable(root)
+        shutil.rmtree(root)
+
+
+@pytest.fixture(scope="module")
+def task_root(package) -> Iterator[Path]:
+    with unpacked(package[0]) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +154,11 @@ def test_the_builtin_package_fits_a_direct_upload_and_leaves_out_what_serving_ne
     assert names == sorted(names)
 
 
-def test_a_fresh_interpreter_serves_from_the_package_alone_without_the_hub_client(task_root):
-    """`python -S`, PYTHONPATH = the unpacked package only: the handler runs and imports nothing else."""
+def serve_fresh(task_root: Path, request: dict) -> dict:
+    """`python -S`, PYTHONPATH = the unpacked package only: the entry's answer, and the modules it imported."""
     script = ("import json, sys\n"
               "from lambda_function import lambda_handler\n"
-              "answer = lambda_handler({'texts': ['hello world'], 'top_k': 3}, None)\n"
+              f"answer = lambda_handler({request!r}, None)\n"
               "third = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names))\n"
               "print(json.dumps({'answer': answer, 'modules': third, 'path': sys.path}))\n")
     before = listing(task_root)
@@ -151,9 +167,39 @@ def test_a_fresh_interpreter_serves_from_the_package_alone_without_the_hub_clien
     assert listing(task_root) == before
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert not [p for p in result["path"] if "site-packages" in p]
+    return result
+
+
+def test_a_fresh_interpreter_serves_from_the_package_alone_without_the_hub_client(task_root):
+    result = serve_fresh(task_root, {"texts": ["hello world"], "top_k": 3})
     assert result["answer"] == handler({"texts": ["hello world"], "top_k": 3})
     assert result["modules"] == ["__main__", "lambda_function", "numpy", "onnxruntime", "spladerunner", "tokenizers"]
-    assert not [p for p in result["path"] if "site-packages" in p]
+
+
+def test_a_model_folder_ships_its_chosen_precision_alone(tiny_bert_export, tmp_path):
+    """Another model goes to model/ with only the precision served; the entry names both."""
+    report = build_package(str(tiny_bert_export), tmp_path / "f.zip", python=PYTHON, glibc=HOST_GLIBC,
+                           precision="int8")
+    with zipfile.ZipFile(report.output) as archive:
+        names = archive.namelist()
+    assert sorted(n for n in names if n.startswith("model/")) == [
+        "model/model_int8.onnx", "model/spladerunner.json", "model/tokenizer.json"]
+    assert not [n for n in names if n.startswith("spladerunner/builtin/")]
+    request = {"text": "a query about proteins", "query": True, "format": "ids"}
+    with unpacked(report.output) as root:
+        answer = serve_fresh(root, request)["answer"]
+    [expected] = Expander(tiny_bert_export, precision="int8").expand_batch(request["text"], query=True)
+    assert answer["precision"] == "int8" and answer["model"].endswith("/model")
+    assert answer["vectors"][0]["ids"] == expected.ids.tolist()
+    assert answer["vectors"][0]["weights"] == expected.weights.tolist()
+
+
+def test_a_package_over_lambdas_unzipped_limit_is_refused_naming_its_largest_parts(package):
+    parts = package[1].parts
+    check_size(UNZIPPED_LIMIT, parts)
+    with pytest.raises(InputError, match=r"over Lambda's 250.0 MB limit \(largest: onnxruntime/capi "):
+        check_size(UNZIPPED_LIMIT + 1, parts)
 
 
 class RuntimeApi(BaseHTTPRequestHandler):
