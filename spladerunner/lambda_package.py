@@ -108,7 +108,8 @@ def pinned_dependencies() -> list[str]:
 
 def build_package(model: str, output: str | Path, *, python: str = "3.12", arch: str = "x86_64",
                   precision: str | None = None, glibc: tuple[int, int] | None = None,
-                  compile_with: str | None = None, log: Callable[[str], None] = lambda line: None) -> PackageReport:
+                  compile_with: str | None = None, image: bool = False,
+                  log: Callable[[str], None] = lambda line: None) -> PackageReport:
     """Build the zip at `output` (written whole or not at all) and return its report.
 
     model: a built-in name, a local model folder, or a Hub id already in the Hugging Face cache, in each
@@ -119,6 +120,8 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
     compile_with: a Python `python` to precompile the bytecode with (default: this interpreter or
         `python3.X` on PATH when one is that version). Lambda's /var/task is read-only, so without it every
         cold start compiles each module it imports (about doubling the cold start: RESULTS-serverless.md).
+    image: the zip goes into a container image (deploy/lambda/Dockerfile), where Lambda's zip limits do not
+        apply (an image may hold 10 GB).
     Raises `InputError` for a Python Lambda cannot run the runtime on, an unknown architecture, a model that
     is not an export, a package over Lambda's 250 MB unzipped limit, and pip's error when a wheel is missing.
     """
@@ -161,14 +164,15 @@ def build_package(model: str, output: str | Path, *, python: str = "3.12", arch:
         sizes = {path: path.stat().st_size for path in staging.rglob("*") if path.is_file()}
         unzipped = sum(sizes.values())
         parts = _parts(staging, sizes)
-        check_size(unzipped, parts)
+        if not image:
+            check_size(unzipped, parts)
         _write_zip(staging, sorted(sizes, key=lambda path: path.relative_to(staging).as_posix()), output)
     report = PackageReport(output, HANDLER, source.name, expander.precision, python, arch,
                            dict(pin.split("==") for pin in pins), unzipped, output.stat().st_size, parts)
     if compiler is None:
         report.warnings.append(f"no Python {python} here to precompile the bytecode with (--compile-with PATH): "
                                "Lambda will compile every module it imports at each cold start")
-    if report.zipped > DIRECT_UPLOAD_LIMIT:
+    if report.zipped > DIRECT_UPLOAD_LIMIT and not image:
         report.warnings.append(f"{megabytes(report.zipped)} zipped is over the {megabytes(DIRECT_UPLOAD_LIMIT)} "
                                "of a direct upload: upload it to S3 and deploy from there (README: Serverless)")
     return report
@@ -180,7 +184,7 @@ def check_size(unzipped: int, parts: list[tuple[str, int]]) -> None:
         biggest = ", ".join(f"{name} {megabytes(size)}" for name, size in parts[:5])
         raise InputError(f"the package would be {megabytes(unzipped)} unzipped, over Lambda's "
                          f"{megabytes(UNZIPPED_LIMIT)} limit (largest: {biggest}); ship int8 "
-                         "(--precision int8) or a smaller model, or deploy a container image")
+                         "(--precision int8) or a smaller model, or build it for a container image (--image)")
 
 
 def bytecode_compiler(python: str, compile_with: str | None = None) -> str | None:

@@ -21,6 +21,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile-with", default=None, metavar="PYTHON",
                         help="a Python of the function's version to precompile bytecode with (default: this one "
                              "or python3.X on PATH, if that version)")
+    parser.add_argument("--image", action="store_true",
+                        help="for a container image (deploy/lambda/Dockerfile): no zip size limits")
     parser.add_argument("-o", "--output", required=True, help="the zip to write (whole or not at all)")
     parser.set_defaults(func=run)
 
@@ -29,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from ..lambda_package import build_package
 
     report = build_package(args.model, args.output, python=args.python, arch=args.arch, precision=args.precision,
-                           compile_with=args.compile_with, log=lambda line: print(line, file=sys.stderr))
+                           compile_with=args.compile_with, image=args.image,
+                           log=lambda line: print(line, file=sys.stderr))
     print(f"{report.output}: {megabytes(report.unzipped)} unzipped (Lambda's limit {megabytes(UNZIPPED_LIMIT)}), "
           f"{megabytes(report.zipped)} zipped (direct upload up to {megabytes(DIRECT_UPLOAD_LIMIT)})")
     print(f"model {report.model} ({report.precision}), Python {report.python} on {report.arch}, "
