@@ -103,16 +103,15 @@ def expander() -> Any:
 
                 _expander = Expander(os.environ.get(MODEL_ENV) or DEFAULT_MODEL,
                                      precision=os.environ.get(PRECISION_ENV) or None,
-                                     threads=_env_count(THREADS_ENV) if os.environ.get(THREADS_ENV) else None)
+                                     threads=_env_count(THREADS_ENV, None))
     return _expander
 
 
-def _env_count(name: str, default: int | None = None) -> int:
-    """A positive integer from the environment; a malformed value is a configuration error, not a default."""
+def _env_count(name: str, default: int | None) -> int | None:
+    """A positive integer from the environment, `default` when unset; a malformed value is a configuration
+    error (a 500, logged), never quietly the default."""
     value = os.environ.get(name)
-    if value is None or value == "":
-        if default is None:
-            raise InputError(f"{name} is not set")
+    if not value:
         return default
     try:
         return check_count(name, int(value))
