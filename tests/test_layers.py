@@ -27,7 +27,8 @@ LAYERS: list[set[str]] = [
     {"documents", "results", "scoring", "index_folder"},  # index building blocks
     {"postings"},
     {"retrieval", "sparsembed_index"},  # indexes
-    {"evaluation", "adapters"},
+    {"evaluation", "adapters", "serverless"},  # consumers of the encoders and indexes
+    {"lambda_package"},  # builds a deployment around `serverless`
     {"cli"},
 ]
 # The runtime's dependencies; adapters reach qdrant_client and sparse scipy only inside a function.
