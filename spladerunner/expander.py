@@ -73,8 +73,9 @@ class Expander:
     """Expands queries and documents into SPLADE sparse vectors with onnxruntime.
 
     model: the built-in model's name ("splade-tiny", shipped in the package, offline), a local model folder
-        or a hub id (read through the Hugging Face cache; cached models load without network). Our exports (`spladerunner.json`) and foreign logits graphs
-        (fastembed/Qdrant, optimum, sentence-transformers `onnx/`) both load.
+        or a hub id (read through the Hugging Face cache; cached models load without network). Our exports
+        (`spladerunner.json`) and foreign logits graphs (fastembed/Qdrant, optimum, sentence-transformers
+        `onnx/`) both load.
     precision: "fp32", "int8" or "fp16"; by default the fastest one the folder has whose export parity gate
         passed (`spladerunner.json` parity report): int8, else fp32, on CPU; fp16, else fp32, on CUDA.
         A failed precision runs only when asked for, with a warning quoting the gate's figures.
