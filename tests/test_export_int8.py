@@ -58,7 +58,18 @@ def dense_rows(expander: Expander, texts: list[str], *, query: bool = False) -> 
 @pytest.mark.parametrize("query", [False, True])
 def test_batch_invariant_through_the_expander(folder, query, precision):
     """Each text alone equals the same text in batches of every size the batcher makes, at every precision
-    the CPU runs (fp16 is a CUDA graph: no GPU here)."""
+    the CPU runs (fp16: `test_fp16_graph_is_batch_invariant_on_cpu`)."""
+    assert_batch_invariant(folder, precision, query)
+
+
+@pytest.mark.parametrize("query", [False, True])
+def test_fp16_graph_is_batch_invariant_on_cpu(tiny_bert_export, query):
+    """The fp16 graph (made for CUDA) run by onnxruntime's CPU provider: no op mixes rows, so each text is
+    the same alone and in any batch. CUDA kernels may pick other reductions per shape: not checked here."""
+    assert_batch_invariant(tiny_bert_export, "fp16", query)
+
+
+def assert_batch_invariant(folder: Path, precision: str, query: bool) -> None:
     alone_expander = Expander(folder, precision=precision, threads=1, max_tokens=4096, max_batch_size=1)
     alone = np.stack([dense_rows(alone_expander, [text], query=query)[0] for text in TEXTS])
     assert (alone > 0).sum(1).max() > 5
