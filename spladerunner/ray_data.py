@@ -55,6 +55,7 @@ logger = logging.getLogger("spladerunner")
 
 ID_COLUMN = "_id"  # the id column of `expand_corpus` shards (BEIR's name)
 SHARD_FORMAT = "spladerunner-ray-shard"
+VOCAB_SIZE_KEY = b"spladerunner.vocab_size"  # Parquet schema metadata: read_vectors needs no vocab_size
 Errors = Literal["raise", "skip"]
 
 
@@ -111,7 +112,8 @@ class ExpandBatches:
             position = np.empty(rows, np.int64)
             position[good + failed] = np.arange(rows)
             vectors = vectors.take(position)
-        return vector_table(self.id_column, pa.array(batch[self.id_column].tolist()), vectors, errors, self.vocab)
+        return vector_table(self.id_column, pa.array(batch[self.id_column].tolist()), vectors, errors, self.vocab,
+                            vocab_size=vectors.vocab_size)
 
     def _text(self, batch: dict[str, np.ndarray], row: int) -> tuple[str, str | None]:
         """One record's text (non-empty columns joined), or an error naming the column at fault."""
@@ -150,9 +152,10 @@ class ExpandBatches:
 
 
 def vector_table(id_column: str, ids: pa.Array, vectors: SparseBatch, errors: Sequence[str | None],
-                 vocab: pa.Array | None = None) -> pa.Table:
+                 vocab: pa.Array | None = None, *, vocab_size: int | None) -> pa.Table:
     """The output rows: ids, CSR rows as list<int32> ids and list<float32> weights sharing one offsets
-    array, token strings when `vocab` is given, truncated and error."""
+    array, token strings when `vocab` is given, truncated and error; the model's vocabulary size, when
+    known, in the schema metadata (Ray's `write_parquet` keeps it in every file)."""
     offsets = pa.array(vectors.indptr.astype(np.int32))
     indices = pa.array(vectors.indices, pa.int32())
     columns = {id_column: ids,
@@ -162,7 +165,7 @@ def vector_table(id_column: str, ids: pa.Array, vectors: SparseBatch, errors: Se
         columns["tokens"] = pa.ListArray.from_arrays(offsets, vocab.take(indices))
     columns["truncated"] = pa.array(vectors.truncated, pa.bool_())
     columns["error"] = pa.array(errors, pa.string())
-    return pa.table(columns)
+    return pa.table(columns, metadata=None if vocab_size is None else {VOCAB_SIZE_KEY: str(vocab_size).encode()})
 
 
 def expand_dataset(ds: ray.data.Dataset, model: str | Path = DEFAULT_MODEL, *,
@@ -238,15 +241,18 @@ def read_vectors(path: str | Path, *, vocab_size: int | None = None, vocab: Sequ
                  errors: Errors = "raise") -> Iterator[tuple[list[Any], SparseBatch]]:
     """Stream (ids, vectors) from Parquet shards, `batch_rows` rows at a time (memory stays bounded).
 
-    vocab_size: the model's vocabulary size (or pass `vocab`, the token strings the adapters need).
+    vocab_size: the model's vocabulary size; by default the one each file records (`ExpandBatches` writes
+        it into the schema metadata); given, a file recording another one is refused.
+    vocab: the token strings, attached to the vectors (the OpenSearch and Anserini adapters need them).
     errors: "raise" (before yielding anything) when a record failed expansion, naming it; "skip" leaves
     failed records out.
     """
     if vocab is not None:
-        vocab_size = len(vocab)
-    if vocab_size is None:
-        raise InputError("read_vectors needs vocab_size= or vocab= (the model's vocabulary)")
-    check_count("vocab_size", vocab_size)
+        vocab_size = check_count("vocab_size", vocab_size) if vocab_size is not None else len(vocab)
+        if vocab_size != len(vocab):
+            raise InputError(f"vocab has {len(vocab)} tokens but vocab_size is {vocab_size}")
+    elif vocab_size is not None:
+        check_count("vocab_size", vocab_size)
     check_count("batch_rows", batch_rows)
     if errors not in ("raise", "skip"):
         raise InputError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -257,7 +263,11 @@ def read_vectors(path: str | Path, *, vocab_size: int | None = None, vocab: Sequ
             raise InputError(f"{path}: {len(failed)} record(s) failed expansion, e.g. id {failed[0][0]!r}: "
                              f"{failed[0][1]}; fix them and expand again, or pass errors='skip'")
     for file in files:
-        names = pq.ParquetFile(file).schema_arrow.names
+        if pq.ParquetFile(file).metadata.num_rows == 0:
+            continue  # an empty shard (blank lines only) records no vocabulary size
+        schema = pq.ParquetFile(file).schema_arrow
+        names = schema.names
+        size = _vocab_size(schema, vocab_size, file)
         missing = [c for c in (id_column, "ids", "weights", "error") if c not in names]
         if missing:
             raise InputError(f"{file}: no column {missing[0]!r} (an expanded dataset has {id_column}, ids, "
@@ -266,7 +276,21 @@ def read_vectors(path: str | Path, *, vocab_size: int | None = None, vocab: Sequ
         for record_batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=columns):
             if errors == "skip":
                 record_batch = record_batch.filter(pc.is_null(record_batch.column("error")))
-            yield record_batch.column(id_column).to_pylist(), _sparse(record_batch, vocab_size, vocab, file)
+            yield record_batch.column(id_column).to_pylist(), _sparse(record_batch, size, vocab, file)
+
+
+def _vocab_size(schema: pa.Schema, expected: int | None, file: Path) -> int:
+    """The vocabulary size a file records (checked against `expected`), else `expected`."""
+    recorded = (schema.metadata or {}).get(VOCAB_SIZE_KEY)
+    if recorded is None:
+        if expected is None:
+            raise InputError(f"{file} records no vocabulary size: pass vocab_size= (the model's vocabulary)")
+        return expected
+    if not recorded.isdigit() or int(recorded) < 1:
+        raise InputError(f"{file}: unreadable vocabulary size {recorded!r} in the schema metadata")
+    if expected is not None and int(recorded) != expected:
+        raise InputError(f"{file} holds vectors over a vocabulary of {int(recorded)}, not {expected}")
+    return int(recorded)
 
 
 def _sparse(batch: pa.RecordBatch, vocab_size: int, vocab: Sequence[str] | None, file: Path) -> SparseBatch:
@@ -290,7 +314,7 @@ def add_parquet(index: Any, path: str | Path, *, vocab_size: int | None = None, 
                 batch_rows: int = 4096, errors: Errors = "raise", replace: bool = False) -> int:
     """Add the vectors of Parquet shards to a `SparseIndex`, batch by batch; returns the records added.
 
-    vocab_size: needed only while the index is still empty and has none.
+    vocab_size: by default the index's, else the files' own (see `read_vectors`).
     """
     vocab_size = index.vocab_size if index.vocab_size is not None else vocab_size
     added = 0
@@ -344,7 +368,8 @@ def expand_corpus(path: str | Path, out: str | Path, model: str | Path = DEFAULT
     out.mkdir(parents=True, exist_ok=True)
     options = {"model": str(model), "fmt": fmt, "id_field": id_field, "text_fields": text_fields, "query": query,
                "top_k": top_k, "threshold": threshold, "tokens": tokens,
-               "expander_options": {k: repr(v) for k, v in sorted(expander_options.items())}}
+               # None is each option's default: passing it or not expands alike
+               "expander_options": {k: repr(v) for k, v in sorted(expander_options.items()) if v is not None}}
     run = CorpusRun(shards=0)
     with open(path, "rb") as handle:
         while lines := list(islice(handle, shard_size)):
@@ -359,7 +384,7 @@ def expand_corpus(path: str | Path, out: str | Path, model: str | Path = DEFAULT
             else:
                 frame = _records(lines, first, path, fmt, id_field, text_fields)
                 table = vector_table(ID_COLUMN, pa.array([], pa.string()), _empty(0, 1), [],
-                                     pa.array([], pa.string()) if tokens else None)
+                                     pa.array([], pa.string()) if tokens else None, vocab_size=None)
                 if len(frame):  # one block per batch, so that every actor of the pool gets some
                     blocks = [frame.iloc[start:start + batch_size] for start in range(0, len(frame), batch_size)]
                     expanded = expand_dataset(
@@ -375,7 +400,7 @@ def expand_corpus(path: str | Path, out: str | Path, model: str | Path = DEFAULT
                 run.computed.append(shard)
             if on_shard is not None:
                 on_shard(shard, shard in run.computed)
-    _remove_stale(out, run.shards)
+    _tidy(out, run.shards)
     if run.shards:
         run.failed = failed_records(out)
         run.records = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(out))
@@ -437,12 +462,15 @@ def _write_atomically(target: Path, write: Callable[[Path], Any]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _remove_stale(out: Path, shards: int) -> None:
-    """Shards numbered past the input's end (left by a run over a longer input) would be read back as data."""
+def _tidy(out: Path, shards: int) -> None:
+    """Remove shards numbered past the input's end (left by a run over a longer input: they would be read
+    back as data) and the temporary files of killed runs."""
     for file in list(out.glob("shard-*.parquet")) + list(out.glob("shard-*.json")):
         number = file.stem.removeprefix("shard-")
         if number.isdigit() and int(number) >= shards:
             file.unlink()
+    for file in out.glob(".shard-*.tmp-*"):
+        file.unlink(missing_ok=True)
 
 
 def connect(address: str | None = None) -> None:

@@ -4,7 +4,9 @@ Parquet back into `SparseIndex` and the engine formats; bad records; shards resu
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +91,7 @@ def test_expanded_rows_equal_one_expander_in_input_order(expanded, records, expa
 def test_parquet_round_trip_searches_like_the_direct_index(expanded, records, expander, tmp_path) -> None:
     expanded.write_parquet(str(tmp_path))
     from_parquet = SparseIndex()
-    added = add_parquet(from_parquet, tmp_path, vocab_size=expander.manifest.vocab_size, batch_rows=7)
+    added = add_parquet(from_parquet, tmp_path, batch_rows=7)  # the files record the vocabulary size
     direct = SparseIndex()
     direct.add_vectors(expander.expand_batch(texts_of(records)), [r["_id"] for r in records])
     assert added == len(records) == len(from_parquet)
@@ -97,6 +99,8 @@ def test_parquet_round_trip_searches_like_the_direct_index(expanded, records, ex
     got, want = from_parquet.search(queries, k=5), direct.search(queries, k=5)
     assert got.ids == want.ids
     np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+    with pytest.raises(InputError, match="holds vectors over a vocabulary of 30522, not 1000"):
+        next(read_vectors(tmp_path, vocab_size=1000))
 
 
 def test_parquet_feeds_the_engine_formats(expanded, records, expander, tmp_path) -> None:
@@ -202,3 +206,47 @@ def test_a_corpus_resumes_at_shard_granularity(cluster, records, splade_tiny_exp
     assert (run.shards, run.computed, run.skipped, run.records) == (2, [0, 1], [], 12)
     assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.json", "shard-00000.parquet",
                                                            "shard-00001.json", "shard-00001.parquet"]
+
+
+def test_the_command_expands_a_corpus_and_reports_bad_records(cluster, records, splade_tiny_export, expander,
+                                                               tmp_path, capsys) -> None:
+    from spladerunner.cli import main
+
+    corpus, out = tmp_path / "corpus.jsonl", tmp_path / "out"
+    rows = [dict(r, _id=f"x{i}") for i, r in enumerate(records[:12])]
+    rows[5]["text"] = 5
+    write_corpus(corpus, rows)
+    argv = ["expand", "--ray", "--address", cluster, str(corpus), "-o", str(out), "--model", str(splade_tiny_export),
+            "--precision", "fp32", "--shard-size", "8", "--actors", "2", "--batch-size", "4",
+            "--text-field", "title", "--text-field", "text", "--keys", "ids"]
+    assert main(argv) == 1
+    stderr = capsys.readouterr().err
+    assert "12 records in 2 shards (2 expanded now, 0 already complete)" in stderr
+    assert "error: 1 record(s) failed" in stderr and "x5: column 'text' holds int, expected str" in stderr
+    good = [r for i, r in enumerate(rows) if i != 5]
+    vectors = list(read_vectors(out, vocab_size=expander.manifest.vocab_size, errors="skip"))
+    assert_rows_equal([i for ids, _ in vectors for i in ids], SparseBatch.concat([v for _, v in vectors]),
+                      [r["_id"] for r in good], expander.expand_batch(texts_of(good)))
+    assert main(argv) == 1  # the failed record stays reported; nothing is expanded again
+    assert "(0 expanded now, 2 already complete)" in capsys.readouterr().err
+
+
+def test_a_killed_command_resumes(cluster, records, splade_tiny_export, expander, tmp_path) -> None:
+    """SIGKILL the command once its first shard is complete: the re-run keeps that shard and does the rest."""
+    corpus, out = tmp_path / "corpus.jsonl", tmp_path / "out"
+    write_corpus(corpus, records[:20])
+    argv = ["expand", "--ray", "--address", cluster, str(corpus), "-o", str(out), "--model", str(splade_tiny_export),
+            "--precision", "fp32", "--shard-size", "10", "--text-field", "title", "--text-field", "text"]
+    command = subprocess.Popen([sys.executable, "-m", "spladerunner", *argv], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "shard-00000.json").exists() and command.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    command.kill()
+    command.wait()
+    assert (out / "shard-00000.json").exists() and not (out / "shard-00001.json").exists()
+    run = expand_corpus(corpus, out, splade_tiny_export, shard_size=10, precision="fp32", id_field="id", tokens=True)
+    assert (run.computed, run.skipped) == ([1], [0])
+    assert not list(out.glob(".*"))  # no temporary file of the killed run is left
+    vectors = list(read_vectors(out, vocab_size=expander.manifest.vocab_size))
+    assert_rows_equal([i for ids, _ in vectors for i in ids], SparseBatch.concat([v for _, v in vectors]),
+                      [r["_id"] for r in records[:20]], expander.expand_batch(texts_of(records[:20])))
