@@ -192,6 +192,8 @@ def expand_dataset(ds: ray.data.Dataset, model: str | Path = DEFAULT_MODEL, *,
     pool = actors if isinstance(actors, tuple) else (actors,)
     for size in pool:
         check_count("actors", size)
+    compute = (ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1]) if isinstance(actors, tuple)
+               else ray.data.ActorPoolStrategy(size=actors))
     if gpus_per_actor < 0:
         raise InputError(f"gpus_per_actor must be >= 0, got {gpus_per_actor!r}")
     if gpus_per_actor and expander_options.get("providers") is None:
@@ -201,7 +203,7 @@ def expand_dataset(ds: ray.data.Dataset, model: str | Path = DEFAULT_MODEL, *,
         fn_constructor_kwargs={"text_columns": text_columns, "id_column": id_column, "query": query,
                                "top_k": top_k, "threshold": threshold, "tokens": tokens,
                                "threads": threads_per_actor, **expander_options},
-        batch_size=batch_size, batch_format="numpy", concurrency=actors, num_cpus=threads_per_actor,
+        batch_size=batch_size, batch_format="numpy", compute=compute, num_cpus=threads_per_actor,
         num_gpus=gpus_per_actor or None)
     # This dataset's own context (not the global one): rows come out in input order whatever actor ran them.
     out.context.execution_options.preserve_order = True

@@ -146,7 +146,7 @@ def test_bad_records_fail_alone_and_are_reported(cluster, records, splade_tiny_e
     ds = ray.data.from_pandas(frame).map_batches(
         PoisonedExpandBatches, fn_constructor_args=(splade_tiny_export,),
         fn_constructor_kwargs={"text_columns": ["text"], "precision": "fp32"}, batch_format="numpy",
-        batch_size=len(texts), concurrency=1)
+        batch_size=len(texts), compute=ray.data.ActorPoolStrategy(size=1))
     rows = ds.take_all()
     errors = {r["_id"]: r["error"] for r in rows if r["error"] is not None}
     assert errors.keys() == {"d1", "d4", "d5"}
