@@ -421,12 +421,11 @@ def _records(lines: list[bytes], first: int, path: Path, fmt: Format, id_field: 
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             raise InputError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        if fmt == "lines":
-            if line.strip():
-                ids.append(str(number - 1))
-                columns[text_fields[-1]].append(line)
-                for name in text_fields[:-1]:
-                    columns[name].append(None)
+        if fmt == "lines":  # every line a text, blank ones too (empty vectors), as `spladerunner expand`
+            ids.append(str(number - 1))
+            columns[text_fields[-1]].append(line)
+            for name in text_fields[:-1]:
+                columns[name].append(None)
             continue
         if not line.strip():
             continue

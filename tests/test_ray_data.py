@@ -250,3 +250,14 @@ def test_a_killed_command_resumes(cluster, records, splade_tiny_export, expander
     vectors = list(read_vectors(out, vocab_size=expander.manifest.vocab_size))
     assert_rows_equal([i for ids, _ in vectors for i in ids], SparseBatch.concat([v for _, v in vectors]),
                       [r["_id"] for r in records[:20]], expander.expand_batch(texts_of(records[:20])))
+
+
+def test_text_lines_are_texts_numbered_from_zero(cluster, splade_tiny_export, expander, tmp_path) -> None:
+    lines = ["what causes the seasons", "", "why is the sky blue", "  ", "penguins"]
+    corpus = tmp_path / "queries.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = expand_corpus(corpus, tmp_path / "out", splade_tiny_export, query=True, top_k=8, precision="fp32")
+    assert (run.shards, run.records, run.failed) == (1, 5, [])
+    [(ids, vectors)] = read_vectors(tmp_path / "out")
+    assert_rows_equal(ids, vectors, ["0", "1", "2", "3", "4"], expander.expand_batch(lines, query=True, top_k=8))
+    assert list(vectors.nnz[[1, 3]]) == [0, 0]
