@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -78,9 +79,10 @@ class ExpandBatches:
     runs it on the actor's GPU, with the fp16 graph when the model has one. `expander_options` go to
     `Expander` as they are (precision, max_tokens, document_max_length, ...).
 
-    A record whose text is not a str (None counts as empty) or not valid Unicode gets an error message and
-    an empty vector; so does one the model fails on, found by expanding the batch's texts one by one when
-    the whole batch fails. Texts are the non-empty `text_columns` joined with a space (title, then text).
+    A record whose text is not a str (None and NaN, missing values, count as empty) or not valid Unicode
+    gets an error message and an empty vector; so does one the model fails on, found by expanding the
+    batch's texts one by one when the whole batch fails. Texts are the non-empty `text_columns` joined with
+    a space (title, then text).
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, *, text_columns: str | Sequence[str] = ("title", "text"),
@@ -120,7 +122,7 @@ class ExpandBatches:
         parts = []
         for column in self.text_columns:
             value = batch[column][row]
-            if value is None:
+            if value is None or (isinstance(value, float) and math.isnan(value)):  # missing (NaN: pandas')
                 continue
             if not isinstance(value, str):
                 return "", f"column {column!r} holds {type(value).__name__}, expected str"
