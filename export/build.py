@@ -50,6 +50,10 @@ class ExportOptions:
     # queries, slightly slower int8 documents; the graph lever of benchmarks/RESULTS.md measures both.
     fuse_attention: bool = True
     thresholds: Thresholds = Thresholds()
+    # Precisions kept in the folder (None: all built). The others are still built, since int8 and fp16 are made
+    # from the fp32 graph, and judged in the parity report, then removed: a folder meant to be small (the
+    # package's built-in model) ships int8 alone.
+    ship: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -57,6 +61,8 @@ class ExportOptions:
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown or "fp32" not in self.precisions:
             raise ExportError(f"precisions must include fp32 and come from {PRECISIONS}, got {self.precisions}")
+        if self.ship is not None and (not self.ship or set(self.ship) - set(self.precisions)):
+            raise ExportError(f"ship must name some of the built precisions {self.precisions}, got {self.ship}")
         if any(self.max_length.get(mode, 0) < 2 for mode in MODES):
             raise ExportError(f"max_length needs query and document lengths >= 2, got {self.max_length}")
 
@@ -90,10 +96,12 @@ class EncoderExport(Protocol):
 def assemble(out: Path, encoders: dict[str, EncoderExport], modes: dict[str, str], tokenizer_json: Path, *,
              kind: str, precisions: Sequence[str], max_length: dict[str, int], source: dict, reference_name: str,
              thresholds: dict, pooling: str = "max", extra: dict | None = None,
-             exporter: dict | None = None) -> Manifest:
+             exporter: dict | None = None, ship: Sequence[str] | None = None) -> Manifest:
     """Write every encoder's graphs under `out/<key>/`, check parity, and write the manifest.
 
     `modes` maps query/document to an `encoders` key ("" puts the graphs at the top of the folder).
+    `ship` keeps only those precisions' graphs in the folder and its encoders (the parity report still judges
+    every precision built).
     `thresholds` and `exporter` (beside the exporting packages' versions) are recorded as given.
     The folder is complete even when parity fails; `manifest.parity["passed"]` says whether it did.
     """
@@ -125,6 +133,8 @@ def assemble(out: Path, encoders: dict[str, EncoderExport], modes: dict[str, str
         parity[key or "model"] = encoder.check(graphs, tokenizer, served, specials, vocab)
 
     passed = all(result["passed"] for report in parity.values() for result in report.values())
+    if ship is not None:
+        _drop_unshipped(out, entries, set(ship))
     manifest = Manifest(
         kind=kind, vocab_size=vocab, special_token_ids=specials, max_length=dict(max_length),
         encoders={mode: entries[key] for mode, key in modes.items()}, pooling=pooling, activation="log1p_relu",
@@ -196,7 +206,14 @@ def build(out: Path, encoders: dict[str, SpladeExport], modes: dict[str, str], t
     """A SPLADE model folder (`assemble` with the options' precisions, lengths, pooling and thresholds)."""
     return assemble(out, encoders, modes, tokenizer_json, kind="splade", precisions=options.precisions,
                     max_length=options.max_length, source=source, reference_name=reference_name,
-                    thresholds=asdict(options.thresholds), pooling=options.pooling)
+                    thresholds=asdict(options.thresholds), pooling=options.pooling, ship=options.ship)
+
+
+def _drop_unshipped(out: Path, entries: dict[str, dict[str, GraphEntry]], ship: set[str]) -> None:
+    """Remove the graphs of precisions not shipped, from `entries` and from disk."""
+    for variants in entries.values():
+        for precision in [p for p in variants if p not in ship]:
+            (out / variants.pop(precision).path).unlink()
 
 
 def _entry(out: Path, path: Path, output: str, top_k: int | None) -> GraphEntry:

@@ -84,6 +84,7 @@ def _run(parsed: argparse.Namespace) -> int:
         pooling=parsed.pooling, top_k=parsed.top_k, precisions=tuple(parsed.precisions.split(",")),
         max_length={"query": parsed.query_max_length, "document": parsed.document_max_length},
         fuse_attention=not parsed.unfused_attention,
+        ship=tuple(parsed.ship.split(",")) if parsed.ship else None,
         thresholds=Thresholds(fp32_max_abs_diff=parsed.max_abs_diff, int8_min_cosine=parsed.min_int8_cosine,
                               fp16_min_cosine=parsed.min_fp16_cosine, min_tolerant_overlap_at_10=parsed.min_overlap,
                               min_score_pearson=parsed.min_pearson))
@@ -155,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="max: SPLADE v2/++ (default); sum: SPLADE v1")
         command.add_argument("--top-k", type=int, help="emit top_ids/top_weights [batch, K] from the graph")
         command.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16")
+        command.add_argument("--ship", metavar="PRECISIONS",
+                             help="comma list of the precisions kept in the folder (default: all built); the "
+                                  "others are built and judged by the parity report, then removed")
         command.add_argument("--query-max-length", type=int, default=DEFAULT_MAX_LENGTH["query"])
         command.add_argument("--document-max-length", type=int, default=DEFAULT_MAX_LENGTH["document"])
         command.add_argument("--unfused-attention", action="store_true",

@@ -3,8 +3,9 @@
 Metrics follow trec_eval (and so pytrec_eval / ir-measures, which the tests check against): a run
 is ranked by score, ties broken by document id in descending order; nDCG uses the graded relevance
 as gain with a log2(rank + 1) discount; MRR, recall and MAP count documents with relevance >=
-`relevance_level` as relevant. The mean is over the queries of the qrels that have a relevant
-document; a query missing from the run scores 0 (trec_eval -c).
+`relevance_level` as relevant (graded qrels such as TREC DL's 0-3 need 2, see `max_relevance`). The
+mean is over the queries of the qrels that have a relevant document; a query missing from the run
+scores 0 (trec_eval -c).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from .errors import InputError
 from .readers import read_placed_jsonl, record_id, record_text
+from .results import SearchResults
 from .retrieval import SparseIndex
 from .sparse import SparseBatch
 
@@ -72,6 +74,12 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             except ValueError:
                 raise InputError(f"{path}:{number}: relevance {row[2]!r} is not an integer") from None
     return qrels
+
+
+def max_relevance(qrels: Qrels) -> int:
+    """The highest grade in the qrels: above 1 they are graded (TREC DL: 0-3), and counting grade 1 as
+    relevant (the default `relevance_level`) inflates MRR, recall and MAP."""
+    return max((grade for judgments in qrels.values() for grade in judgments.values()), default=0)
 
 
 def parse_metric(metric: str) -> tuple[str, int | None]:
@@ -151,18 +159,21 @@ def active_dims(vectors: SparseBatch | SparseIndex) -> float:
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, float | str]]) -> str:
-    """{row label: {column: value}} -> a markdown table; floats get 4 decimals."""
+    """{row label: {column: value}} -> a markdown table; floats get 4 decimals, None is "-"."""
     columns = list(dict.fromkeys(c for row in rows.values() for c in row))
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for label, row in rows.items():
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else "-" if c in row and row[c] is None
+                 else str(row.get(c, "")) for c in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def evaluate_beir(dataset: BeirDataset, index: SparseIndex, query_encoder: Any, *,
-                  metrics: Sequence[str] = DEFAULT_METRICS, k: int = 100, relevance_level: int = 1) -> dict[str, float]:
-    """Search the judged queries against an index of `dataset.corpus`: metrics, FLOPS, dims and speeds."""
+                  metrics: Sequence[str] = DEFAULT_METRICS, k: int = 100,
+                  relevance_level: int = 1) -> tuple[dict[str, float], SearchResults]:
+    """Search the judged queries against an index of `dataset.corpus` -> (metrics, FLOPS, dims and speeds;
+    the top-k results, in `dataset.judged_queries()` order, e.g. for a run file)."""
     query_ids, texts = dataset.judged_queries()
     index.compact()  # merges pending documents, so that is not timed as search
     started = time.perf_counter()
@@ -173,4 +184,4 @@ def evaluate_beir(dataset: BeirDataset, index: SparseIndex, query_encoder: Any, 
     scores = evaluate(results.to_run(query_ids), dataset.qrels, metrics, relevance_level=relevance_level)
     return {**scores, "flops": flops(queries, index), "query dims": active_dims(queries),
             "doc dims": active_dims(index), "query encode/s": round(len(texts) / max(encoded - started, 1e-9)),
-            "search q/s": round(len(texts) / max(searched - encoded, 1e-9))}
+            "search q/s": round(len(texts) / max(searched - encoded, 1e-9))}, results

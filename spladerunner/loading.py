@@ -16,6 +16,10 @@ from .manifest import MANIFEST_NAME, GraphEntry, Manifest, check_relative_path
 
 # SPLADE++ (prithivida/Splade_PP_en_v1, Apache-2.0) as exported to ONNX by Qdrant; see models/.
 DEFAULT_MODEL = "Qdrant/Splade_PP_en_v1"
+# Model folders shipped inside the package (spladerunner/builtin/<name>/, built as models/README.md says):
+# they load by name, offline, before any Hub lookup.
+BUILTIN_FOLDER = Path(__file__).resolve().parent / "builtin"
+BUILTIN_MODELS = ("splade-tiny",)
 FOREIGN_GRAPHS = ("model.onnx", "onnx/model.onnx")
 FOREIGN_MAX_LENGTH = 512
 
@@ -80,8 +84,13 @@ def _contained(path: Path, folder: Path) -> Path:
 
 
 def open_source(model: str | Path, *, revision: str | None = None, cache_dir: str | None = None) -> ModelSource:
-    """A local folder when `model` names one, else a hub repository id."""
+    """A built-in model when `model` is one's name, a local folder when it names one, else a hub repository id."""
     path = Path(model).expanduser()
+    if isinstance(model, str) and model in BUILTIN_MODELS:
+        if path.is_dir():
+            raise ModelNotFoundError(f"{model!r} names both a built-in model and a folder in {Path.cwd()}: pass "
+                                     f"'./{model}' for the folder, or run elsewhere for the built-in model")
+        return ModelSource(model, folder=BUILTIN_FOLDER / model)
     if path.is_dir():
         return ModelSource(str(path), folder=path)
     if path.exists():

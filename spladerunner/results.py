@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,18 @@ class SearchResults:
         if len(query_ids) != len(self):
             raise InputError(f"{len(query_ids)} query ids for {len(self)} result lists")
         return {str(q): dict(self.hits(i)) for i, q in enumerate(query_ids)}
+
+    def to_trec(self, query_ids: Sequence[str | int], tag: str = "spladerunner") -> Iterator[str]:
+        """TREC run lines `qid Q0 docid rank score tag` (no newline), the input of trec_eval.
+
+        Scores carry 9 significant digits, enough to tell any two float32 scores apart: trec_eval re-ranks
+        by score, so rounding them into ties would change its ranking and metrics.
+        """
+        if len(query_ids) != len(self):
+            raise InputError(f"{len(query_ids)} query ids for {len(self)} result lists")
+        for position, qid in enumerate(query_ids):
+            for rank, (doc, score) in enumerate(self.hits(position), 1):
+                yield f"{qid} Q0 {doc} {rank} {score:.9g} {tag}"
 
     @classmethod
     def from_slots(cls, slots: np.ndarray, scores: np.ndarray, ids: Sequence[str]) -> SearchResults:

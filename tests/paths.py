@@ -11,6 +11,8 @@ SHARED = REPO.parent / "shared"
 TOKENIZER_DIR = SHARED / "tokenizers" / "bert-base-uncased"
 TOKENIZER_JSON = TOKENIZER_DIR / "tokenizer.json"
 SCIFACT = SHARED / "data" / "beir-scifact"
+# A BEIR-layout subset of TREC DL 2019 (MS MARCO passages): graded qrels, relevance 1-3.
+DL19 = SHARED / "data" / "msmarco-dl19-subset"
 SPLADE_QUERIES = SHARED / "data" / "splade-queries"
 # rasyosef/splade-tiny: a real trained SPLADE (BERT-Tiny, 2 layers, hidden 128), Hugging Face masked-LM folder.
 SPLADE_TINY = SHARED / "models" / "splade-tiny"

@@ -1,14 +1,18 @@
-"""`spladerunner expand` as a user runs it: a real subprocess, real files."""
+"""`spladerunner expand` as a user runs it: a real subprocess, real files; and what every command shares."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spladerunner import Expander
+from spladerunner.cli import BROKEN_PIPE_EXIT, build_parser
 
 
 def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -76,3 +80,43 @@ def test_expand_output_appears_only_when_complete(tiny_bert_export, tmp_path):
     assert process.wait(timeout=60) == 130
     assert not fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "many.txt", "vectors.jsonl"]
+
+
+def test_help_shows_every_default(capsys) -> None:
+    """Every option with a default says it in --help, and a None default says what None means."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"expand", "index", "search", "eval"}
+    checked = 0
+    for name, command in {"spladerunner": parser, **commands.choices}.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.required:
+                continue  # nothing to default
+            if action.nargs == 0 and action.default is False:
+                continue  # a flag: off unless given
+            text = formatter._expand_help(action)
+            assert "(default: " in text and "default: None" not in text, (name, action.option_strings, text)
+            checked += 1
+        with pytest.raises(SystemExit) as exit_:
+            command.parse_args(["--help"])
+        assert exit_.value.code == 0
+    assert checked >= 30
+    shown = " ".join(capsys.readouterr().out.split())  # as wrapped to any terminal width
+    assert "(default: ndcg@10 mrr@10 recall@100 map)" in shown and "(default: the model's max length" in shown
+
+
+def test_a_closed_pipe_ends_quietly(tiny_bert_export, tmp_path):
+    """`spladerunner expand ... | head -1`: the reader leaves after one line; the command stops with exit code
+    141 (128 + SIGPIPE, like other tools cut off by a closed pipe) and nothing on stderr."""
+    many = tmp_path / "many.txt"
+    many.write_text("the tilt of the axis causes the seasons\n" * 3000)  # megabytes of JSONL: past any pipe buffer
+    process = subprocess.Popen([sys.executable, "-m", "spladerunner", "expand", str(many),
+                                "--model", str(tiny_bert_export)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=120) == BROKEN_PIPE_EXIT
+    assert json.loads(first)["id"] == 0
+    assert errors == ""  # no traceback, no "error:", no "Exception ignored ... BrokenPipeError"

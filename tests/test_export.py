@@ -279,3 +279,19 @@ def test_cli_exit_codes(tmp_path, tiny_distilbert, capsys):
     assert main(["test-model", str(tmp_path / "made"), "--tokenizer", str(TOKENIZER_JSON), "--arch", "distilbert",
                  "--seed", "3"]) == 0
     assert json.loads((tmp_path / "made" / "calibration.json").read_text())["seed"] == 3
+
+
+def test_ship_keeps_only_the_named_precisions(tmp_path, tiny_bert):
+    """`ship`: the other precisions are built and judged, then removed from the folder and its encoders."""
+    from spladerunner import Expander
+    from spladerunner_export.convert import export_checkpoint
+    from spladerunner_export.errors import ExportError
+
+    manifest = export_checkpoint(tmp_path, tiny_bert, options=ExportOptions(ship=("int8",)))
+    assert all(list(variants) == ["int8"] for variants in manifest.encoders.values())
+    assert not (tmp_path / "model.onnx").exists() and (tmp_path / "model_int8.onnx").is_file()
+    assert set(manifest.parity["graphs"]["model"]) == {"fp32", "int8"}  # fp32 was still judged
+    assert Expander(tmp_path).precision == "int8"
+    for wrong in ((), ("fp16",)):
+        with pytest.raises(ExportError, match="ship must name"):
+            ExportOptions(ship=wrong)

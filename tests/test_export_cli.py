@@ -83,7 +83,7 @@ def test_the_runtime_wheel_carries_no_toolkit(tmp_path) -> None:
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = tmp_path.glob("spladerunner-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert tops == {"spladerunner", "spladerunner-0.1.0.dist-info"}, tops
-    metadata = zipfile.ZipFile(wheel).read("spladerunner-0.1.0.dist-info/METADATA").decode()
-    assert "spladerunner-export==0.1.0; extra == \"export\"" in metadata
+    assert tops == {"spladerunner", "spladerunner-0.2.0.dist-info"}, tops
+    metadata = zipfile.ZipFile(wheel).read("spladerunner-0.2.0.dist-info/METADATA").decode()
+    assert "spladerunner-export==0.2.0; extra == \"export\"" in metadata
     assert "entry_points" not in tops

@@ -1,4 +1,4 @@
-"""`spladerunner index` and `search` through the CLI entry point `main()`, on real files."""
+"""`spladerunner index`, `search` and `eval` through the CLI entry point `main()`, on real files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import SHARED, TOKENIZER_JSON
+from paths import DL19, SHARED, TOKENIZER_JSON
 
 from spladerunner.cli import main
+from spladerunner.evaluation import evaluate, load_beir
 from spladerunner.retrieval import SparseIndex
 
 IDF = SHARED / "idf" / "opensearch-neural-sparse-v1" / "idf.json"
@@ -148,3 +149,88 @@ def test_other_json_inputs_name_the_file_and_line(tmp_path: Path) -> None:
     (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
     with pytest.raises(InputError, match="test.tsv:2: relevance 'high' is not an integer"):
         load_beir(beir)
+
+
+@pytest.fixture(scope="module")
+def mini_dl19(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 DL19 queries with their graded qrels (1-3), their judged passages and 60 others: a BEIR folder."""
+    data = load_beir(DL19)
+    qids = list(data.qrels)[:12]
+    keep = {d for q in qids for d in data.qrels[q]} | {d["_id"] for d in data.corpus[:60]}
+    folder = tmp_path_factory.mktemp("mini-dl19")
+    (folder / "qrels").mkdir()
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in data.corpus if d["_id"] in keep))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": data.queries[q]}) + "\n"
+                                                  for q in qids))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q in qids for d, r in data.qrels[q].items()))
+    return folder
+
+
+def table_row(out: str) -> dict[str, str]:
+    """The one row of `eval`'s markdown table as {column: cell}."""
+    header, _, row = (line.strip("|").split("|") for line in out.splitlines())
+    return {h.strip(): c.strip() for h, c in zip(header[1:], row[1:])}
+
+
+def test_eval_names_the_system_and_writes_json_and_a_trec_run(
+        tiny_bert_export: Path, mini_dl19: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spladerunner.expander import Expander
+
+    results, run_file, index = tmp_path / "results.json", tmp_path / "run.trec", tmp_path / "index"
+    assert main(["eval", str(mini_dl19), "--model", str(tiny_bert_export), "--relevance-level", "2",
+                 "--index", str(index), "--output", str(results), "--run", str(run_file)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err  # graded qrels, but the level was chosen
+    row = table_row(captured.out)
+    chosen = Expander(tiny_bert_export).precision  # the default the row must report, not "None"
+    assert chosen == "int8"
+    assert (row["encoder"], row["model"], row["precision"], row["weights"]) == (
+        "model", str(tiny_bert_export.resolve()), chosen, "float32")
+    record = json.loads(results.read_text())
+    assert {k: record[k] for k in ("dataset", "split", "top_k", "relevance_level", "encoder", "model", "precision")} \
+        == {"dataset": str(mini_dl19), "split": "test", "top_k": 100, "relevance_level": 2, "encoder": "model",
+            "model": str(tiny_bert_export.resolve()), "precision": "int8"}
+    n_docs = sum(1 for _ in (mini_dl19 / "corpus.jsonl").open())
+    assert record["index s"] > 0 and record["index docs/s"] == pytest.approx(n_docs / record["index s"], rel=0.01)
+    assert float(row["ndcg@10"]) == pytest.approx(record["ndcg@10"], abs=5e-5)
+
+    # The run file holds the ranking that was scored: read back, it gives the same metrics.
+    lines = [line.split() for line in run_file.read_text().splitlines()]
+    assert all(len(f) == 6 and f[1] == "Q0" and f[5] == "spladerunner" for f in lines)
+    run: dict[str, dict[str, float]] = {}
+    for qid, _, doc, rank, score, _ in lines:
+        assert int(rank) == len(run.setdefault(qid, {})) + 1
+        run[qid][doc] = float(score)
+    assert list(run) == list(load_beir(mini_dl19).queries)[:len(run)] and 1 <= max(map(len, run.values())) <= 100
+    metrics = evaluate(run, load_beir(mini_dl19).qrels, ["ndcg@10", "mrr@10", "recall@100", "map"],
+                       relevance_level=2)
+    assert metrics == {m: pytest.approx(record[m], abs=1e-12) for m in metrics}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "results.json", "run.trec"]  # no temporaries
+    assert "query precision" not in row
+
+    # The saved index searched with fp32 queries: the row says so beside the index's int8.
+    assert main(["eval", str(mini_dl19), "--index", str(index), "--precision", "fp32", "--relevance-level", "2"]) == 0
+    row = table_row(capsys.readouterr().out)
+    assert (row["precision"], row["query model"], row["query precision"]) == (
+        "int8", str(tiny_bert_export.resolve()), "fp32")
+
+
+def test_eval_warns_when_graded_qrels_meet_the_default_level(mini_dl19: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bm25 = ["eval", str(mini_dl19), "--bm25", "--tokenizer", str(TOKENIZER_JSON), "--metrics", "mrr@10", "map"]
+    assert main([*bm25, "--index", str(tmp_path / "ix")]) == 0
+    default = capsys.readouterr()
+    assert "graded relevance (grades up to 3)" in default.err and "--relevance-level 2" in default.err
+    row = table_row(default.out)
+    assert (row["encoder"], row["model"], row["precision"]) == ("bm25", "-", "-") and float(row["index s"]) > 0
+    assert main([*bm25, "--relevance-level", "1"]) == 0  # asked for: no warning
+    explicit = capsys.readouterr()
+    assert explicit.err == "" and table_row(explicit.out)["mrr@10"] == row["mrr@10"]
+    assert main([*bm25, "--relevance-level", "2"]) == 0
+    assert table_row(capsys.readouterr().out)["mrr@10"] != row["mrr@10"]  # the level matters on these qrels
+
+    # A reused index was not built here: no time to index, said as "-" and null, never a made-up figure.
+    assert main([*bm25, "--index", str(tmp_path / "ix"), "--output", str(tmp_path / "r.json")]) == 0
+    assert table_row(capsys.readouterr().out)["index s"] == "-"
+    assert json.loads((tmp_path / "r.json").read_text())["index docs/s"] is None

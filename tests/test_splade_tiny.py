@@ -46,7 +46,11 @@ def test_int8_comes_close_to_the_model_card(splade_tiny_export):
     """Measured with per-token int8: similarities within 1.0% of each row's self-similarity, the card's
     top-10 weights within 0.026, all 10 top-10 terms kept for every text (dynamic per-tensor int8 had
     4.8%, 0.113 and 9, 10, 10 terms)."""
-    batch = Expander(splade_tiny_export, precision="int8").expand_batch(CARD_TEXTS)
+    assert_close_to_the_card(Expander(splade_tiny_export, precision="int8").expand_batch(CARD_TEXTS))
+
+
+def assert_close_to_the_card(batch) -> None:
+    """The int8 bounds against the model card (also the built-in model's: tests/test_builtin_model.py)."""
     dense = batch.to_dense().astype(np.float64)
     relative = np.abs(dense @ dense.T - CARD_SIMILARITY) / CARD_SIMILARITY.max(1, keepdims=True)
     assert relative.max() <= 0.02

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,20 @@ from ..manifest import PRECISIONS
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help=f"model folder or hub id (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=None,
+                        help=f"model folder or hub id (default: an index's own model, else {DEFAULT_MODEL})")
     parser.add_argument("--bm25", action="store_true", help="BM25 over WordPiece tokens instead of a model")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer.json for --bm25 / --idf-queries")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer.json for --bm25 / --idf-queries (default: an index's own, else required "
+                             "with --bm25)")
     parser.add_argument("--idf-queries", default=None, metavar="IDF_JSON",
-                        help="encode queries with this IDF table only (inference-free, doc-only models)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="model precision")
-    parser.add_argument("--threads", type=int, default=None)
+                        help="encode queries with this IDF table only (inference-free, doc-only models) "
+                             "(default: an index's own, else queries use the document encoder)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="model precision (default: an index's own, else the fastest that passed the "
+                             "export gate: int8, else fp32, on CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime intra-op threads (default: the CPUs this process may use)")
 
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,16 +101,18 @@ def encoder_metadata(args: argparse.Namespace, documents: Any) -> dict[str, Any]
 
 
 def index_corpus(args: argparse.Namespace, corpus: Sequence[Mapping[str, Any]], *, key: str,
-                 on: Sequence[str]) -> tuple[Any, Any]:
-    """Index a corpus with the encoders the arguments choose -> (SparseIndex, query encoder).
+                 on: Sequence[str]) -> tuple[Any, Any, float]:
+    """Index a corpus with the encoders the arguments choose -> (SparseIndex, query encoder, seconds).
 
-    BM25 is fitted on the corpus and weighs it in the same tokenisation.
+    BM25 is fitted on the corpus and weighs it in the same tokenisation. The seconds are the time to
+    index: encoding and merging the postings, not loading the model.
     """
     from ..bm25 import BM25Encoder
     from ..documents import document_texts
     from ..retrieval import SparseIndex
 
     documents, queries = encoders_from_args(args)
+    started = time.perf_counter()
     if isinstance(documents, BM25Encoder):
         ids, texts = document_texts(corpus, key=key, on=on)
         vectors = documents.fit_expand(texts)  # fitted first: its parameters go into the metadata
@@ -112,4 +122,5 @@ def index_corpus(args: argparse.Namespace, corpus: Sequence[Mapping[str, Any]], 
     else:
         show = args.progress if args.progress is not None else sys.stderr.isatty()
         index.add(corpus, key=key, on=on, batch_size=args.batch_size, progress=show)
-    return index, queries
+    index.compact()  # merged here, so that searching or saving does not pay for it
+    return index, queries, time.perf_counter() - started

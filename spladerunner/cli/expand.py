@@ -20,23 +20,32 @@ CHUNK = 256  # texts per expand call: bounds memory and paces the progress line
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("expand", help="expand texts into sparse vectors (JSONL out)")
-    parser.add_argument("input", nargs="?", default="-", help="text file: one text per line, or JSONL (- = stdin)")
+    parser.add_argument("input", nargs="?", default="-", help="text file: one text per line, or JSONL "
+                        "(default: -, stdin)")
     parser.add_argument("-o", "--output", default="-",
-                        help="JSONL output file (- = stdout); written whole or not at all")
+                        help="JSONL output file, written whole or not at all (default: -, stdout)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id")
     parser.add_argument("--query", action="store_true", help="encode as queries (query encoder and max length)")
-    parser.add_argument("--top-k", type=int, default=None, help="keep the K heaviest terms per text")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="keep the K heaviest terms per text (default: keep every term)")
     parser.add_argument("--threshold", type=float, default=0.0, help="keep weights above this")
     parser.add_argument("--keys", choices=["tokens", "ids"], default="tokens", help="token strings or ids")
-    parser.add_argument("--format", choices=["auto", "lines", "jsonl"], default="auto")
+    parser.add_argument("--format", choices=["auto", "lines", "jsonl"], default="auto",
+                        help="input format; auto: JSONL if a file's first line is a JSON object, stdin is lines")
     parser.add_argument("--id-field", default="id", help="JSONL id field (falls back to _id, then line number)")
     parser.add_argument("--text-field", action="append", default=None,
                         help="JSONL text field; repeat to join several (default: text)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None)
-    parser.add_argument("--providers", nargs="+", default=None, help="e.g. cuda, or CPUExecutionProvider")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-length", type=int, default=None, help="override the model's max length")
-    parser.add_argument("--revision", default=None, help="hub revision")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="model precision (default: the fastest that passed the export gate: int8, else "
+                             "fp32, on CPU; fp16, else fp32, on CUDA)")
+    parser.add_argument("--providers", nargs="+", default=None,
+                        help="onnxruntime providers, e.g. cuda, or CPUExecutionProvider (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime intra-op threads (default: the CPUs this process may use)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="max tokens per text, specials included (default: the model's max length, for "
+                             "queries or documents)")
+    parser.add_argument("--revision", default=None, help="hub revision (default: main)")
     add_window_arguments(parser)
     add_progress_argument(parser)
     parser.set_defaults(func=run)

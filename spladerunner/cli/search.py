@@ -12,11 +12,12 @@ from .encoders import add_encoder_arguments
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("search", help="search an index folder")
     parser.add_argument("index", help="index folder written by `spladerunner index`")
-    parser.add_argument("queries", nargs="*", help="query texts (or use --queries-file)")
-    parser.add_argument("--queries-file", default=None, help="JSONL {_id, text} or plain lines")
-    parser.add_argument("-k", "--top-k", type=int, default=10)
+    parser.add_argument("queries", nargs="*", help="query texts (default: none; then --queries-file is needed)")
+    parser.add_argument("--queries-file", default=None,
+                        help="JSONL {_id, text} or plain lines (default: none, the query texts given)")
+    parser.add_argument("-k", "--top-k", type=int, default=10, help="documents per query")
     parser.add_argument("--format", choices=["trec", "jsonl"], default="trec",
-                        help="TREC run lines (qid Q0 doc rank score tag) or JSONL")
+                        help="TREC run lines (qid Q0 docid rank score tag) or JSONL")
     add_encoder_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -35,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     index = SparseIndex.load(args.index)
     _, queries = encoders_from_args(args, index.metadata)
     results = index.search(queries.expand_batch(texts, query=True), k=args.top_k)
+    if args.format == "trec":
+        for line in results.to_trec(query_ids):
+            print(line)
+        return 0
     for position, (qid, text) in enumerate(zip(query_ids, texts)):
         hits = results.hits(position)
-        if args.format == "jsonl":
-            print(json.dumps({"qid": str(qid), "text": text, "hits": [{"id": d, "score": s} for d, s in hits]},
-                             ensure_ascii=False))
-        else:
-            for rank, (doc, score) in enumerate(hits, 1):
-                print(f"{qid} Q0 {doc} {rank} {score:.6f} spladerunner")
+        print(json.dumps({"qid": str(qid), "text": text, "hits": [{"id": d, "score": s} for d, s in hits]},
+                         ensure_ascii=False))
     return 0
