@@ -331,7 +331,7 @@ class Expander:
             check_count("top_k", top_k)
         self._stride(long_documents, window_stride, query=query)
         stream = iter([texts] if isinstance(texts, str) else text_items(texts))
-        total = len(texts) if isinstance(texts, Sized) and not isinstance(texts, str) else None
+        total = 1 if isinstance(texts, str) else len(texts) if isinstance(texts, Sized) else None
         bar = Progress(total, "expanded", enabled=progress)
 
         def vectors() -> Iterator[SparseVector]:
