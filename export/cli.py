@@ -2,7 +2,7 @@
 
     spladerunner-export [convert] CHECKPOINT OUT
     spladerunner-export convert --query-checkpoint Q --document-checkpoint D OUT
-    spladerunner-export upgrade FOLDER OUT
+    spladerunner-export upgrade FOLDER [OUT]
     spladerunner-export test-model OUT [--tokenizer T] [--calibration-texts FILE] [--arch bert|distilbert]
                                        [--size tiny|base] [--sparsembed]
     spladerunner-export sparsembed CHECKPOINT OUT [--query-k K] [--document-k K] [--softmax-axis positions|terms]
@@ -148,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--document-checkpoint", help="efficient SPLADE: the document encoder's checkpoint")
     upgrade = commands.add_parser("upgrade", help="foreign logits graph + tokenizer.json -> model folder (no torch)")
     upgrade.add_argument("folder", help="folder (or hub id) with model.onnx or onnx/model.onnx and tokenizer.json")
-    upgrade.add_argument("out", type=Path)
+    upgrade.add_argument("out", type=Path, nargs="?",
+                         help="output folder; for a hub id by default the runtime's upgrade cache, where "
+                              "Expander(hub id) finds it ($SPLADERUNNER_CACHE/upgraded/<org>--<name>/<commit>)")
     upgrade.add_argument("--graph", help="the logits graph, relative to the folder")
     for command in (convert, upgrade):
         command.add_argument("--revision", help="hub revision (branch, tag or commit)")

@@ -31,6 +31,10 @@ _EXPORTS = {
     "GraphError": "errors",
     "ProviderError": "errors",
     "ModelNotFoundError": "errors",
+    "HubUnreachableError": "errors",
+    "NotOnHubError": "errors",
+    "NotCachedOfflineError": "errors",
+    "UpgradeError": "errors",
     "IndexFormatError": "errors",
     "InputError": "errors",
     "InputTypeError": "errors",
@@ -42,13 +46,17 @@ if TYPE_CHECKING:
     from .bm25 import BM25Encoder
     from .errors import (
         GraphError,
+        HubUnreachableError,
         IndexFormatError,
         InputError,
         InputTypeError,
         ManifestError,
         ModelNotFoundError,
+        NotCachedOfflineError,
+        NotOnHubError,
         ProviderError,
         SpladerunnerError,
+        UpgradeError,
     )
     from .expander import Expander
     from .idf_queries import IdfQueryEncoder

@@ -33,6 +33,22 @@ class ModelNotFoundError(SpladerunnerError, FileNotFoundError):
     """The model (folder, hub id or one of its files) could not be found."""
 
 
+class HubUnreachableError(ModelNotFoundError):
+    """A hub model is not (fully) in the Hugging Face cache and the hub could not be reached to fetch it."""
+
+
+class NotOnHubError(ModelNotFoundError):
+    """The hub answered: no such repository, revision or file (or it is private or gated)."""
+
+
+class NotCachedOfflineError(ModelNotFoundError):
+    """`HF_HUB_OFFLINE` is set and the hub model (or one of its files) is not in the Hugging Face cache."""
+
+
+class UpgradeError(SpladerunnerError, RuntimeError):
+    """`upgrade=True` was asked for and the conversion of a logits graph could not run or wrote no folder."""
+
+
 class IndexFormatError(SpladerunnerError, ValueError):
     """An index folder is incomplete, corrupt or from an unknown format version; names the file."""
 

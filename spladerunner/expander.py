@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import legacy
 from .arguments import check_count, check_threshold
 from .errors import GraphLayoutError, InputError, InputTypeError
 from .graph_scan import position_table_size
@@ -43,6 +44,7 @@ from .tokenization import (
     vocabulary,
     vocabulary_sha256,
 )
+from .upgrade_cache import upgraded_source
 
 logger = logging.getLogger("spladerunner")
 
@@ -129,9 +131,10 @@ class WindowMax:
 class Expander:
     """Expands queries and documents into SPLADE sparse vectors with onnxruntime.
 
-    model: a local model folder or a hub id (read through the Hugging Face cache; `HF_HUB_OFFLINE=1`
-        works once the files are cached). Our exports (`spladerunner.json`) and foreign logits graphs
-        (fastembed/Qdrant, optimum, sentence-transformers `onnx/`) both load.
+    model: the built-in model's name ("splade-tiny", shipped in the package, offline), a local model folder
+        or a hub id (read through the Hugging Face cache; cached models load without network). Our exports
+        (`spladerunner.json`) and foreign logits graphs (fastembed/Qdrant, optimum, sentence-transformers
+        `onnx/`) both load.
     precision: "fp32", "int8" or "fp16"; by default the fastest one the folder has whose export parity gate
         passed (`spladerunner.json` parity report): int8, else fp32, on CPU; fp16, else fp32, on CUDA.
         A failed precision runs only when asked for, with a warning quoting the gate's figures.
@@ -139,6 +142,11 @@ class Expander:
         provider that onnxruntime does not activate raises `ProviderError` instead of running on CPU.
     threads: intra-op threads; by default the CPUs this process may use.
     query_max_length, document_max_length: override the manifest's max lengths (tokens, specials included).
+    max_length, model_name: SPLADERunner 0.1.6's arguments, accepted so its code runs unchanged (deprecated:
+        `spladerunner.legacy`; max_length is ignored).
+    upgrade: a hub model that ships only a logits graph runs from its upgraded folder (fused pooling,
+        per-token int8; `spladerunner.upgrade_cache`) once `spladerunner-export upgrade` cached one; True makes
+        it now when missing (needs the export toolkit), False keeps the logits graph. Default: $SPLADERUNNER_UPGRADE.
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
         writes a [rows, length, vocab] decoder output, so small batches are lighter and, on CPU, faster too
         (the max_tokens lever of benchmarks/RESULTS.md measures both).
@@ -157,12 +165,16 @@ class Expander:
 
     KIND = "splade"  # the manifest kind this class runs (`SparsEmbedEncoder` subclasses it for "sparsembed")
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, *, precision: str | None = None,
+    def __init__(self, model: str | Path = DEFAULT_MODEL, max_length: int | None = None,
+                 cache_dir: str | None = None, *, precision: str | None = None,
                  providers: Sequence[str | tuple[str, dict]] | None = None, threads: int | None = None,
-                 revision: str | None = None, cache_dir: str | None = None,
+                 revision: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
-                 max_tokens: int = 1024, max_batch_size: int = 64, long_documents: str = "truncate",
-                 window_stride: int | None = None):
+                 max_tokens: int = 1024, max_batch_size: int = 64, model_name: str | None = None,
+                 upgrade: bool | None = None, long_documents: str = "truncate", window_stride: int | None = None):
+        # SPLADERunner 0.1.6's signature (model_name, max_length, cache_dir): `spladerunner.legacy`.
+        model, self._legacy = legacy.resolve(model, model_name=model_name, max_length=max_length,
+                                             default=DEFAULT_MODEL)
         self.max_tokens = check_count("max_tokens", max_tokens)
         self.max_batch_size = check_count("max_batch_size", max_batch_size)
         overrides = {"query": query_max_length, "document": document_max_length}
@@ -175,6 +187,9 @@ class Expander:
             check_count("threads", threads)
         self.source: ModelSource = open_source(model, revision=revision, cache_dir=cache_dir)
         self.manifest: Manifest = load_manifest(self.source)
+        upgraded = upgraded_source(self.source, self.manifest, upgrade)  # a hub logits graph's upgraded folder
+        if upgraded is not None:
+            self.source, self.manifest = upgraded
         if self.manifest.kind != self.KIND:
             raise ManifestError(f"{self.source.name}: kind {self.manifest.kind!r} is not a {self.KIND!r} model")
         self.providers = normalise_providers(providers)
@@ -458,11 +473,20 @@ class Expander:
                            self.manifest.vocab_size, self.vocab)
 
     def expand(self, texts: str | Iterable[str], *, query: bool = False, top_k: int | None = None,
-               threshold: float = 0.0, progress: bool = False, long_documents: str | None = None,
-               window_stride: int | None = None) -> SparseVector | list[SparseVector]:
-        """Expand one text (-> `SparseVector`) or an iterable of texts (-> list, in input order)."""
+               threshold: float = 0.0, outformat: str | None = None, progress: bool = False,
+               long_documents: str | None = None,
+               window_stride: int | None = None) -> SparseVector | list[SparseVector] | list[dict]:
+        """Expand one text (-> `SparseVector`) or an iterable of texts (-> list, in input order).
+
+        outformat: SPLADERunner 0.1.6's list-of-dicts output ("hybrid" or "lucene", deprecated;
+        `spladerunner.legacy`), also the default of an Expander built with 0.1.6's arguments.
+        Other arguments as `expand_batch`.
+        """
+        shape = legacy.formatter(outformat) if outformat is not None or self._legacy else None
         result = self.expand_batch(texts, query=query, top_k=top_k, threshold=threshold, progress=progress,
                                    long_documents=long_documents, window_stride=window_stride)
+        if shape is not None:
+            return shape(result)
         return result[0] if isinstance(texts, str) else result.to_list()
 
     def decode(self, vectors: SparseVector | SparseBatch | Iterable[SparseVector],

@@ -54,7 +54,7 @@ def test_expand_errors_are_one_line_messages(tiny_bert_export, tmp_path):
     result = run_cli("expand", str(bad), "--model", str(tiny_bert_export))
     assert result.returncode != 0 and "bad.jsonl:2: no field 'text'" in result.stderr
     result = run_cli("expand", "--model", str(tmp_path / "missing-model"), stdin="x\n")
-    assert result.returncode == 1 and "no such model folder" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "no such folder" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_expand_output_appears_only_when_complete(tiny_bert_export, tmp_path):

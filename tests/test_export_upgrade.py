@@ -115,6 +115,8 @@ def test_sentence_transformers_layout_and_errors(tmp_path, foreign_logits_folder
         find_logits_graph(tmp_path)
     with pytest.raises(ValueError, match="other than the input"):
         upgrade_folder(st, st)
+    with pytest.raises(ValueError, match="give an output folder"):  # the default output is for hub ids
+        upgrade_folder(st)
     pooled = onnx.load(foreign_logits_folder / "model.onnx")
     fuse_pooling(pooled)
     with pytest.raises(GraphRewriteError):

@@ -21,12 +21,14 @@ LAYERS: list[set[str]] = [
     {"sparse", "manifest", "readers"},
     {"tokenization"},
     {"loading", "session", "integrity", "graph_scan"},  # model files: where, checked, opened
+    {"legacy", "upgrade_cache"},  # choices made for the caller: 0.1.6 names and shapes; upgraded logits graphs
     {"expander", "bm25", "idf_queries"},  # encoders
     {"sparsembed"},  # an encoder built on `Expander`
     {"documents", "results", "scoring", "index_folder"},  # index building blocks
     {"postings"},
     {"retrieval", "sparsembed_index"},  # indexes
-    {"evaluation", "adapters"},
+    {"evaluation", "adapters", "serverless"},  # consumers of the encoders and indexes
+    {"lambda_package"},  # builds a deployment around `serverless`
     {"cli"},
 ]
 # The runtime's dependencies; adapters reach qdrant_client and sparse scipy only inside a function.

@@ -1,4 +1,4 @@
-"""Command line: `spladerunner expand` (texts -> JSONL sparse vectors), `index`, `search` and `eval`.
+"""Command line: `spladerunner expand` (texts -> JSONL sparse vectors), `index`, `search`, `eval`, `lambda-package`.
 
 One module per command; each registers its arguments and its function with `build_parser`. Heavy
 modules (onnxruntime, tokenizers) load only when a command runs. Our own errors and `OSError` are
@@ -15,7 +15,7 @@ import os
 import sys
 
 from ..errors import SpladerunnerError
-from . import evaluate, expand, index, search
+from . import evaluate, expand, index, lambda_package, search
 
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what `set -o pipefail` shells report for `cat big | head`
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND",
         parser_class=functools.partial(argparse.ArgumentParser, formatter_class=DefaultsHelpFormatter))
-    for command in (expand, index, search, evaluate):
+    for command in (expand, index, search, evaluate, lambda_package):
         command.register(commands)
     return parser
 
