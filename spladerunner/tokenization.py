@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
 from .errors import InputError
 from .sparse import SparseBatch
@@ -116,6 +116,33 @@ def special_frame(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
                      "windows are not supported for it")
 
 
+# Windowed texts longer than this (characters) are tokenised in pieces: the tokenizer's output for one text
+# costs hundreds of bytes per token while it lasts (a million tokens: most of a GB).
+PIECE_CHARS = 1 << 16
+
+
+def cuts_at_spaces(tokenizer: Tokenizer) -> bool:
+    """Whether a text cut just after a space gives the same ids piece by piece as whole: true when the
+    normaliser works character by character and the pre-tokenizer splits at whitespace and drops it
+    (BERT's tokenizers, `Whitespace`)."""
+    local = tokenizer.normalizer is None or isinstance(tokenizer.normalizer, normalizers.BertNormalizer)
+    return local and isinstance(tokenizer.pre_tokenizer, (pre_tokenizers.BertPreTokenizer, pre_tokenizers.Whitespace,
+                                                          pre_tokenizers.WhitespaceSplit))
+
+
+def piece_ids(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    """A long text's ids (no special tokens), tokenised `PIECE_CHARS` characters at a time, each piece cut
+    just after a space (`cuts_at_spaces` makes the ids those of the whole text)."""
+    parts, start = [], 0
+    while start < len(text):
+        stop = len(text) if len(text) - start <= PIECE_CHARS else text.rfind(" ", start, start + PIECE_CHARS) + 1
+        if stop <= start:  # no space within the piece: extend it to the next space
+            stop = text.find(" ", start + PIECE_CHARS) + 1 or len(text)
+        parts.append(np.array(tokenizer.encode(text[start:stop], add_special_tokens=False).ids, dtype=np.int64))
+        start = stop
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, stride: int | None = None) -> Encoded:
     """Tokenise with special tokens, cutting each text at `max_length` tokens; with `stride`, a longer text
     becomes overlapping windows instead (rows owned by the text, `window_starts`), each framed by the
@@ -135,18 +162,23 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, strid
         raise InputError(f"window stride must be in [1, {room}] (the tokens a window holds besides its special "
                          f"tokens), got {stride}")
     frame = special_frame(tokenizer) if stride is not None else None
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    texts = list(texts)
+    # Very long texts (windows only) are tokenised apart, in pieces: bounded memory (`piece_ids`).
+    pieces = {i for i, text in enumerate(texts) if len(text) > PIECE_CHARS} if frame is not None and (
+        cuts_at_spaces(tokenizer)) else set()
+    encodings = tokenizer.encode_batch(["" if i in pieces else t for i, t in enumerate(texts)],
+                                       add_special_tokens=False)
     ids: list[Sequence[int]] = []
     truncated, blank, owner = [], [], []
     for text, encoding in enumerate(encodings):
         encodings[text] = None  # free each text's tokenizer output once read (long documents)
-        if frame is not None and len(encoding.ids) > room:
-            tokens = np.array(encoding.ids, dtype=np.int64)
+        if text in pieces or (frame is not None and len(encoding.ids) > room):
+            tokens = piece_ids(tokenizer, texts[text]) if text in pieces else np.array(encoding.ids, dtype=np.int64)
             for start in window_starts(len(tokens), room, stride):
                 ids.append(np.concatenate([frame[0], tokens[start:start + room], frame[1]]))
                 owner.append(text)
             truncated += [False] * (len(ids) - len(truncated))
-            blank += [False] * (len(ids) - len(blank))
+            blank += [len(tokens) == 0] * (len(ids) - len(blank))
             continue
         blank.append(not encoding.ids)
         truncated.append(len(encoding.ids) > room)

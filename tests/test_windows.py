@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
 
-from spladerunner import Expander, InputError
+from spladerunner import Expander, InputError, tokenization
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
-from spladerunner.tokenization import Batch, encode, load_tokenizer, special_frame, window_starts
+from spladerunner.tokenization import Batch, encode, load_tokenizer, piece_ids, special_frame, window_starts
 
 LONG = scifact_passages(0, 9)  # 150-400 tokens each: several windows at 64 or 128 tokens
 TEXTS = LONG + ["", "a short document", "BRCA1 " * 30]
@@ -197,3 +199,37 @@ def test_cli_expand_index_and_eval_take_windows(splade_tiny_export, tmp_path, ca
     assert SparseIndex.load(tmp_path / "eval-index").metadata["window_stride"] == 127  # the default: 254 // 2
     assert main(["expand", str(texts), *model, "--window-stride", "100"]) == 1
     assert "--window-stride needs --windows" in capsys.readouterr().err
+
+
+def test_very_long_texts_are_tokenised_in_pieces_to_the_same_ids(monkeypatch):
+    tokenizer = load_tokenizer(TOKENIZER_JSON)
+    assert tokenization.cuts_at_spaces(tokenizer)
+    text = " ".join(scifact_passages(0, 40)) + " " + "x" * 3000 + " tail\u00e9 words"  # a piece with no space
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 1000)
+    whole = tokenizer.encode(text, add_special_tokens=False).ids
+    assert piece_ids(tokenizer, text).tolist() == whole
+    texts = [text, "short", "   " * 500, text[:5000]]
+    pieced = encode(tokenizer, texts, 128, stride=60)
+    monkeypatch.setattr(tokenization, "PIECE_CHARS", 10**9)
+    together = encode(tokenizer, texts, 128, stride=60)
+    assert [list(i) for i in pieced.ids] == [list(i) for i in together.ids]
+    assert pieced.owner.tolist() == together.owner.tolist() and pieced.blank.tolist() == together.blank.tolist()
+
+
+def test_tokenising_a_million_token_document_takes_bounded_memory():
+    """Whole, the tokenizer's output for one million tokens takes most of a GB; in pieces, the ids and windows."""
+    probe = f"""
+import resource
+from spladerunner.tokenization import encode, load_tokenizer
+tokenizer = load_tokenizer({str(TOKENIZER_JSON)!r})
+text = "The tilt of Earth's axis causes the seasons on our planet. " * 80000
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+encoded = encode(tokenizer, [text], 256, stride=127)
+print(len(encoded.ids), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    windows, grown_mb = map(int, done.stdout.split())
+    print(f"{windows} windows, peak RSS +{grown_mb} MB")
+    assert windows == 8818  # 1,120,000 tokens
+    assert grown_mb < 100  # ids (9 MB) and windows (18 MB), not the 770 MB of the tokenizer's whole output
