@@ -117,7 +117,7 @@ def special_frame(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Windowed texts longer than this (characters) are tokenised in pieces: the tokenizer's output for one text
-# costs hundreds of bytes per token while it lasts (a million tokens: most of a GB).
+# holds far more than its ids while it lasts (offsets, token strings, masks).
 PIECE_CHARS = 1 << 16
 
 

@@ -217,7 +217,7 @@ def test_very_long_texts_are_tokenised_in_pieces_to_the_same_ids(monkeypatch):
 
 
 def test_tokenising_a_million_token_document_takes_bounded_memory():
-    """Whole, the tokenizer's output for one million tokens takes most of a GB; in pieces, the ids and windows."""
+    """Tokenised in pieces, a million-token document costs its ids and windows, not the tokenizer's whole output."""
     probe = f"""
 import resource
 from spladerunner.tokenization import encode, load_tokenizer
