@@ -232,4 +232,4 @@ print(len(encoded.ids), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - be
     windows, grown_mb = map(int, done.stdout.split())
     print(f"{windows} windows, peak RSS +{grown_mb} MB")
     assert windows == 8818  # 1,120,000 tokens
-    assert grown_mb < 100  # ids (9 MB) and windows (18 MB), not the 770 MB of the tokenizer's whole output
+    assert grown_mb < 100  # ids (9 MB) and windows (18 MB), not the tokenizer's whole output
