@@ -12,17 +12,19 @@ constant weight becomes
     q = QuantizeLinear(x / s, 1, 128)              uint8, zero point 128 (symmetric), in [1, 255]
     y = MatMulIntegerToFloat(q, W_q, s, w_scale)   int32 product, then * w_scale[n] * s[t]
 
-with W_q int8 per output channel (symmetric, w_scale[n] = max_k |W[k, n]| / 127). The integer
+with W_q int8 per output channel (symmetric, w_scale[n] = max_k |W[k, n]| / 127). Outputs of Gelu
+(>= -0.17) take zero point 16 instead, with s = max(max_k x[t, k], 2.54) / 239: the asymmetric range
+costs no extra pass over the FFN's widest activation. The integer
 product is exact, each row's scales are its own, and the float epilogue is elementwise, so a row's
 output is a function of that row alone: bit-identical whatever else is in the batch. onnxruntime's
 CPU kernel applies a non-scalar A scale after the bias (it would scale the bias too), so biases
 stay in their own Add. Each fused `Attention` op (whose int8 form, QAttention, quantises per tensor)
-becomes the same per-token product for its packed Q/K/V projection, a Split, and a
-`MultiHeadAttention` op over the three (fp32 softmax and context, bias and raw mask as before).
+becomes three such products (Q, K, V; one quantisation of their input) and a
+`MultiHeadAttention` op over them (fp32 softmax and context, bias and raw mask as before).
 MatMuls of two activations (unfused attention's QK^T, attention x V) stay fp32.
 
-Vocabulary-sized embedding tables (word embeddings) are quantised weight-only, per row: each Gather of an fp32 table
-becomes a Gather of int8 rows and one of their fp32 scales (symmetric, max|row|/127), then Cast and
+Vocabulary-sized embedding tables (word embeddings) are quantised weight-only, per row: each Gather
+of an fp32 table becomes a Gather of int8 rows and one of their fp32 scales (symmetric, max|row|/127), then Cast and
 Mul. A token's embedding still depends on its own id alone. A decoder tied to the word embeddings
 (equal to the table transposed, as `untie_decoder` leaves it) has the same int8 values and scales
 per vocabulary entry, so it reads the table through a Transpose that onnxruntime folds into a
@@ -47,7 +49,8 @@ MS_DOMAIN = "com.microsoft"
 INT8_SETTINGS = {
     "method": "spladerunner per-token int8",
     "activations": "uint8 per token (scale over the hidden axis): symmetric max|x|/127 with zero point 128; "
-                   "Gelu/Relu outputs shifted to >= 0, (max x + shift)/255 with zero point 0",
+                   "Gelu outputs (>= -0.17) max(max x, 2.54)/239 with zero point 16, Relu outputs max x/255 with "
+                   "zero point 0",
     "weights": "int8 per output channel: symmetric, scale max|w|/127",
     "embeddings": "int8 per row (weight-only): symmetric, scale max|row|/127; a tied decoder shares the table",
     "per_channel": True,
@@ -57,8 +60,11 @@ INT8_SETTINGS = {
 # Attention attributes MultiHeadAttention has too; any other (unidirectional, qkv_hidden_sizes, past)
 # keeps that Attention op in fp32.
 _MHA_ATTRIBUTES = {"num_heads", "mask_filter_value", "scale"}
-# Activations bounded below by -shift: min over x of x * Phi(x) is -0.16997 (at x = -0.7518).
+# Activations bounded below by -bound: min over x of x * Phi(x) is -0.16997 (at x = -0.7518).
 BOUNDED_BELOW = {"Gelu": 0.17, "FastGelu": 0.17, "BiasGelu": 0.17, "Relu": 0.0}
+# Their zero point when bound > 0: 16 levels below zero (scale at least 0.17/16, reached when a token's
+# peak is under 2.54), 239 above.
+BOUNDED_ZERO_POINT = 16
 # Embedding tables with fewer rows stay fp32: vocabularies are quantised, position and token-type tables are
 # not (on splade-tiny, int8 positions too saved 0.2 MB and lowered the gate's min cosine 0.99949 -> 0.99930).
 MIN_TABLE_ROWS = 8192
@@ -92,13 +98,7 @@ def quantize_per_token(model: onnx.ModelProto, *, keep_head_transform: bool = Tr
             nodes.extend(rewriter.gather(node, table))
         elif (node.op_type == "MatMul" and node.domain in ("", "ai.onnx") and node.name not in fp32
                 and rewriter.weight(node.input[1]) is not None):
-            width = rewriter.weight(node.input[1]).shape[1]
-            add = rewriter.bias_add(node.output[0], width)
-            bias = add[0].input[add[1]] if add else None
-            rewritten, corrected = rewriter.matmul(node.input[0], node.input[1], node.output[0], node.name, bias)
-            if add and corrected != bias:
-                add[0].input[add[1]] = corrected  # the Add comes later in graph order
-            nodes.extend(rewritten)
+            nodes.extend(rewriter.matmul(node.input[0], node.input[1], node.output[0], node.name))
             matmuls += 1
         elif node.op_type == "Attention" and node.domain == MS_DOMAIN and rewriter.attention_supported(node):
             nodes.extend(rewriter.attention(node))
@@ -137,8 +137,8 @@ class _Rewriter:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.outputs = {o.name for o in model.graph.output}
-        # activation -> (uint8 tensor, per-token scale, shift)
-        self.tokens: dict[str, tuple[str, str, float]] = {}
+        # activation -> (uint8 tensor, per-token scale, zero point)
+        self.tokens: dict[str, tuple[str, str, str]] = {}
         # fp32 table name -> (table, int8 rows, their scales)
         self.tables: dict[str, tuple[np.ndarray, str, str]] = {}
         self.count = 0
@@ -225,45 +225,43 @@ class _Rewriter:
             steps += 1
         return None
 
-    def quantised_tokens(self, x: str, nodes: list[onnx.NodeProto]) -> tuple[str, str, str, float]:
-        """x [..., K] -> (uint8 [..., K], scale [..., 1], zero point, shift); once per activation.
+    def quantised_tokens(self, x: str, nodes: list[onnx.NodeProto]) -> tuple[str, str, str]:
+        """x [..., K] -> (uint8 [..., K], scale [..., 1], zero point); once per activation.
 
-        Symmetric around zero point 128, except for outputs of Gelu/Relu (bounded below by -shift):
-        x + shift >= 0 then takes all 256 levels with zero point 0, and the product's constant part
-        shift * colsum(W) comes off the bias (`matmul`).
+        Symmetric around zero point 128, except for outputs of Gelu/Relu (bounded below by -bound):
+        zero point Z = 16 (0 for Relu) and 255 - Z levels above it, the scale at least bound / Z so that
+        -bound stays representable. The zero point is a constant, so MatMulIntegerToFloat subtracts it
+        exactly, and no pass over the (widest) activation shifts it first.
         """
         if x in self.tokens:
             return self.tokens[x]
         producer = self.producers.get(x)
-        shift = BOUNDED_BELOW.get(producer.op_type) if producer is not None else None
-        source = x
-        if shift:
-            source = self._name("shifted")
-            nodes.append(helper.make_node("Add", [x, self._constant(f"shift_{shift}", np.array(shift, np.float32))],
-                                          [source], name=source))
-        if shift is None:
+        bound = BOUNDED_BELOW.get(producer.op_type) if producer is not None else None
+        if bound is None:
             magnitude = self._name("abs")
-            nodes.append(helper.make_node("Abs", [source], [magnitude], name=magnitude))
-            levels, zero_point = 127.0, 128
+            nodes.append(helper.make_node("Abs", [x], [magnitude], name=magnitude))
+            levels, zero_point, least = 127.0, 128, float(np.finfo(np.float32).tiny)
         else:
-            magnitude = source  # >= 0 already (a rounding error below 0 saturates to level 0)
-            levels, zero_point = 255.0, 0
+            magnitude = x  # its peak, floored at the least peak that keeps -bound representable
+            zero_point = BOUNDED_ZERO_POINT if bound else 0
+            levels = 255.0 - zero_point
+            least = bound * levels / zero_point if bound else float(np.finfo(np.float32).tiny)
         peak, floor, scale, scaled, quantised = (self._name(s) for s in (
             "absmax", "absmax_floor", "scale", "scaled", "quantised"))
         zero_point_name = self._constant(f"zero_point_{zero_point}", np.array(zero_point, np.uint8))
         nodes += [
             self._reduce_max(magnitude, peak),
             # An all-zero row gets scale tiny/levels and quantises to its zero point exactly.
-            helper.make_node("Max", [peak, self._constant("tiny", np.array(np.finfo(np.float32).tiny, np.float32))],
+            helper.make_node("Max", [peak, self._constant(f"least_{least:g}", np.array(least, np.float32))],
                              [floor], name=floor),
             # A Div, not a Mul: onnxruntime's MatMulIntegerToFloatFusion looks for Mul parents.
             helper.make_node("Div", [floor, self._constant(f"levels_{levels:g}", np.array(levels, np.float32))],
                              [scale], name=scale),
-            helper.make_node("Div", [source, scale], [scaled], name=scaled),
+            helper.make_node("Div", [x, scale], [scaled], name=scaled),
             helper.make_node("QuantizeLinear", [scaled, self._constant("unit_scale", np.array(1.0, np.float32)),
                                                 zero_point_name], [quantised], name=quantised),
         ]
-        self.tokens[x] = (quantised, scale, zero_point_name, shift or 0.0)
+        self.tokens[x] = (quantised, scale, zero_point_name)
         return self.tokens[x]
 
     def _reduce_max(self, x: str, output: str) -> onnx.NodeProto:
@@ -280,17 +278,12 @@ class _Rewriter:
             return helper.make_node("Unsqueeze", [x, axes], [output], name=output)
         return helper.make_node("Unsqueeze", [x], [output], name=output, axes=[-1])
 
-    def matmul(self, x: str, weight_name: str, output: str, name: str,
-               bias: str | None = None) -> tuple[list[onnx.NodeProto], str | None]:
-        """x @ W as a per-token int8 product into `output`; returns the nodes and the bias to add after it.
-
-        `bias` is the initializer that an Attention op or the MatMul's only consumer (an Add) adds;
-        for a shifted input it comes back corrected, and without one a correcting Add is emitted.
-        """
+    def matmul(self, x: str, weight_name: str, output: str, name: str) -> list[onnx.NodeProto]:
+        """x @ W as a per-token int8 product into `output` (a bias stays in its own Add: module docstring)."""
         weight = self.weight(weight_name)
         assert weight is not None
         nodes: list[onnx.NodeProto] = []
-        quantised, scale, zero_point, shift = self.quantised_tokens(x, nodes)
+        quantised, scale, zero_point = self.quantised_tokens(x, nodes)
         weight_q, weight_scale = quantize_weight(weight)
         stem = weight_name.replace("/", "_")
         if (tied := self.tied_table(weight)) is not None:
@@ -299,35 +292,11 @@ class _Rewriter:
         else:
             weight_q_name = self._add(weight_q, f"{PREFIX}{stem}_quantized")
             weight_scale_name = self._add(weight_scale, f"{PREFIX}{stem}_scale")
-        product = output if not shift or bias is not None else self._name("shifted_product")
         nodes.append(helper.make_node(
             "MatMulIntegerToFloat",
             [quantised, weight_q_name, scale, weight_scale_name, zero_point],
-            [product], name=f"{PREFIX}{name or stem}", domain=MS_DOMAIN))
-        if not shift:
-            return nodes, bias
-        # (x + shift) @ W_q * w_scale - shift * colsum(W_q * w_scale) == x @ (W_q * w_scale)
-        correction = -shift * (weight_q.astype(np.float64).sum(0) * weight_scale)
-        if bias is not None:
-            corrected = numpy_helper.to_array(self.initializers[bias]).astype(np.float64) + correction
-            return nodes, self._add(corrected.astype(np.float32), self._name(f"{stem}_corrected_bias"))
-        nodes.append(helper.make_node("Add", [product, self._add(correction.astype(np.float32),
-                                                                 self._name(f"{stem}_shift_correction"))],
-                                      [output], name=self._name("unshift")))
-        return nodes, None
-
-    def bias_add(self, output: str, width: int) -> tuple[onnx.NodeProto, int] | None:
-        """The only consumer of a MatMul's `output` when it adds a constant [width] vector: (Add, input index)."""
-        consumers = self.consumers.get(output, [])
-        if len(consumers) != 1 or output in self.outputs or consumers[0].op_type != "Add":
-            return None
-        add = consumers[0]
-        for index, name in enumerate(add.input):
-            initializer = self.initializers.get(name)
-            if (name != output and initializer is not None and tuple(initializer.dims) == (width,)
-                    and len(self.consumers.get(name, [])) == 1):
-                return add, index
-        return None
+            [output], name=f"{PREFIX}{name or stem}", domain=MS_DOMAIN))
+        return nodes
 
     def attention_supported(self, node: onnx.NodeProto) -> bool:
         attributes = {a.name for a in node.attribute}
@@ -348,7 +317,7 @@ class _Rewriter:
             name = self._add(packed[:, index * width:(index + 1) * width], self._name(f"{weight}_{part}"))
             self.initializers[name] = self.model.graph.initializer[-1]
             parts.append(self._name(part))
-            nodes += self.matmul(x, name, parts[-1], f"{node.name}/{part}")[0]
+            nodes += self.matmul(x, name, parts[-1], f"{node.name}/{part}")
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         nodes.append(helper.make_node("MultiHeadAttention", [*parts, bias] + ([mask] if mask else []),
                                       list(node.output), name=f"{PREFIX}{node.name}", domain=MS_DOMAIN,

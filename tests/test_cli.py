@@ -86,7 +86,7 @@ def test_help_shows_every_default(capsys) -> None:
     """Every option with a default says it in --help, and a None default says what None means."""
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == {"expand", "index", "search", "eval"}
+    assert set(commands.choices) == {"expand", "index", "search", "eval", "lambda-package"}
     checked = 0
     for name, command in {"spladerunner": parser, **commands.choices}.items():
         formatter = command._get_formatter()

@@ -13,6 +13,7 @@ from ..loading import DEFAULT_MODEL
 from ..manifest import PRECISIONS
 from ..readers import Format, parse_json_object, record_id, record_text
 from .encoders import add_progress_argument, add_window_arguments, window_options
+from .expand_ray import add_ray_arguments, run_ray
 from .files import count_lines, open_input, open_output
 
 CHUNK = 256  # texts per expand call: bounds memory and paces the progress line
@@ -48,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--revision", default=None, help="hub revision (default: main)")
     add_window_arguments(parser)
     add_progress_argument(parser)
+    add_ray_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -67,6 +69,8 @@ def records(lines: TextIO, name: str, fmt: Format, id_field: str,
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray:
+        return run_ray(args)
     from ..expander import Expander
     from ..progress import Progress
     from ..readers import detect_format
