@@ -41,11 +41,12 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def window_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Expander's long-document keywords from --windows / --window-stride (absent on `search`)."""
+    """The Expander's long-document keywords from --windows / --window-stride (absent on `search`); none
+    without --windows, so settings recorded elsewhere (ray shards) stay those of a plain run."""
     windows, stride = getattr(args, "windows", False), getattr(args, "window_stride", None)
     if stride is not None and not windows:
         raise InputError("--window-stride needs --windows")
-    return {"long_documents": "windows" if windows else "truncate", "window_stride": stride}
+    return {"long_documents": "windows", "window_stride": stride} if windows else {}
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def encoders_from_args(args: argparse.Namespace, saved: Mapping[str, Any] | None
             raise InputError("--bm25 needs --tokenizer PATH (a tokenizer.json)")
         from ..bm25 import BM25Encoder
 
-        if window_options(args)["long_documents"] == "windows":
+        if window_options(args):
             raise InputError("--windows needs a model: BM25 counts every token of a document, it cuts nothing")
         documents = BM25Encoder(tokenizer)
     else:
