@@ -85,6 +85,13 @@ def export_model(out: Path) -> Path:
     return out
 
 
+def first_documents(data: BeirDataset, count: int) -> BeirDataset:
+    """The first `count` documents of the corpus, with the judgements on them (smoke runs)."""
+    keep = {d["_id"] for d in data.corpus[:count]}
+    return BeirDataset([d for d in data.corpus if d["_id"] in keep], data.queries,
+                       {q: {d: r for d, r in j.items() if d in keep} for q, j in data.qrels.items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="200 documents per corpus")
@@ -103,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         for corpus, (path, level) in CORPORA.items():
             data = load_beir(path)
             if args.smoke:
-                keep = {d["_id"] for d in data.corpus[:200]}
-                data = BeirDataset([d for d in data.corpus if d["_id"] in keep], data.queries,
-                                   {q: {d: r for d, r in j.items() if d in keep} for q, j in data.qrels.items()})
+                data = first_documents(data, 200)
             for name, encode in systems.items():
                 rows[f"{corpus}: {name}"] = measure(encode, data, level)
                 print(f"{corpus}: {name}: {rows[f'{corpus}: {name}']}", file=sys.stderr)

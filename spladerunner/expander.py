@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set, Sized
+from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from .manifest import (
     ManifestError,
     Mode,
 )
+from .progress import Progress
 from .session import CPU, CUDA, GraphSession, normalise_providers
 from .sparse import SparseBatch, SparseVector, sparsify, sparsify_candidates
 from .tokenization import (
@@ -45,28 +48,84 @@ from .upgrade_cache import upgraded_source
 
 logger = logging.getLogger("spladerunner")
 
+# How documents longer than the document max length are read: cut there, or in overlapping windows.
+LONG_DOCUMENTS = ("truncate", "windows")
+
 
 # Lone UTF-16 surrogates: Python strings may hold them (decoding with errors="surrogateescape"), tokenizers
 # (Rust) cannot take them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def check_texts(texts: str | Sequence[str]) -> list[str]:
-    """The texts as a list; an `InputError` naming the first item that is not a str or not valid Unicode."""
+def text_items(texts: Iterable[str]) -> Iterable[str]:
+    """`texts` itself once it is known to be an ordered iterable that may hold texts (items unchecked)."""
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise InputTypeError(f"texts must be a str or an iterable of str, got {type(texts).__name__}: "
+                             f"decode bytes first (e.g. texts.decode('utf-8'))")
+    if isinstance(texts, (Mapping, Set)) or not isinstance(texts, Iterable):
+        raise InputTypeError(f"texts must be a str or an ordered iterable of str, got {type(texts).__name__}")
+    if isinstance(texts, np.ndarray) and texts.ndim != 1:
+        raise InputTypeError(f"texts must be a 1-D array of str, got an array of shape {texts.shape}")
+    return texts
+
+
+def check_texts(texts: str | Iterable[str], *, first: int = 0) -> list[str]:
+    """The texts as a list, read once: a str is one text; any other iterable of str (list, tuple, generator,
+    a 1-D numpy array of dtype `<U..` or of str objects) gives its items. An `InputError` names the first item
+    that is not a str or not valid Unicode (`texts[i]`, counting from `first`: the offset of a chunk)."""
     if isinstance(texts, str):
-        items, names = [texts], lambda position: "text"
-    elif isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
-        raise InputTypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+        items, names = [str(texts)], lambda position: "text"
     else:
-        items, names = list(texts), lambda position: f"texts[{position}]"
+        texts = text_items(texts)
+        items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
+        names = lambda position: f"texts[{first + position}]"  # noqa: E731
     for position, text in enumerate(items):
         if not isinstance(text, str):
-            raise InputTypeError(f"{names(position)} is {type(text).__name__}, expected str")
+            hint = ": decode bytes first" if isinstance(text, (bytes, bytearray)) else ""
+            raise InputTypeError(f"{names(position)} is {type(text).__name__}, expected str{hint}")
+        if type(text) is not str:  # numpy.str_ and other subclasses: the plain str tokenizers expects
+            items[position] = text = str(text)
         surrogate = _SURROGATE.search(text)
         if surrogate:
             raise InputError(f"{names(position)} holds a lone surrogate U+{ord(surrogate.group()):04X} at character "
                              f"{surrogate.start()}: not valid Unicode (fix the decoding that produced it)")
     return items
+
+
+class WindowMax:
+    """The element-wise max of the sparse rows of each long document's windows, gathered as batches come.
+
+    Rows are merged (`SparseBatch.max_by_group`) whenever the pending entries double, so memory follows the
+    documents' distinct terms (at most the vocabulary each), not their number of windows.
+    """
+
+    def __init__(self) -> None:
+        self.owners: list[np.ndarray] = []
+        self.parts: list[SparseBatch] = []
+        self.entries = 0
+        self.merged = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def add(self, owners: np.ndarray, rows: SparseBatch) -> None:
+        """Rows of windows; `owners` the documents (input positions) they belong to."""
+        self.owners.append(owners)
+        self.parts.append(rows)
+        self.entries += int(rows.indptr[-1])
+        if self.entries > max(2 * self.merged, 1 << 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        documents, groups = np.unique(np.concatenate(self.owners), return_inverse=True)
+        merged = SparseBatch.concat(self.parts).max_by_group(groups, len(documents))
+        self.owners, self.parts = [documents], [merged]
+        self.entries = self.merged = int(merged.indptr[-1])
+
+    def result(self) -> tuple[np.ndarray, SparseBatch]:
+        """(documents ascending, one aggregated row each)."""
+        self._merge()
+        return self.owners[0], self.parts[0]
 
 
 class Expander:
@@ -91,6 +150,10 @@ class Expander:
     max_tokens: padded tokens (rows x longest) per batch; bounds memory, whatever the batch size. The graph
         writes a [rows, length, vocab] decoder output, so small batches are lighter and, on CPU, faster too
         (the max_tokens lever of benchmarks/RESULTS.md measures both).
+    long_documents: "truncate" cuts documents at the document max length; "windows" reads a longer one as
+        overlapping windows of that length, each through the model like any text, and takes the element-wise
+        max over them (max pooling across windows; max-pooling models only). Queries are always cut.
+    window_stride: tokens between the starts of consecutive windows; by default half a window's text tokens.
 
     Everything that can be checked is checked at construction, not at the first `expand`: every manifest
     field's type and range, file paths staying inside the folder, each graph's sha256 against the manifest
@@ -108,7 +171,7 @@ class Expander:
                  revision: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
                  max_tokens: int = 1024, max_batch_size: int = 64, model_name: str | None = None,
-                 upgrade: bool | None = None):
+                 upgrade: bool | None = None, long_documents: str = "truncate", window_stride: int | None = None):
         # SPLADERunner 0.1.6's signature (model_name, max_length, cache_dir): `spladerunner.legacy`.
         model, self._legacy = legacy.resolve(model, model_name=model_name, max_length=max_length,
                                              default=DEFAULT_MODEL)
@@ -159,6 +222,8 @@ class Expander:
             if entry not in self._sessions:
                 self._sessions[entry] = self._open(entry)
         self._check_max_lengths(overridden={mode: value is not None for mode, value in overrides.items()})
+        self.long_documents, self.window_stride = long_documents, None
+        self.window_stride = self._stride(long_documents, window_stride, query=False)
 
     @property
     def _derived(self) -> bool:
@@ -251,43 +316,109 @@ class Expander:
         """The session of a mode (created at construction); modes sharing a graph share the session."""
         return self._sessions[self.graph(mode)]
 
-    def expand_batch(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
-                     threshold: float = 0.0) -> SparseBatch:
+    def expand_batch(self, texts: str | Iterable[str], *, query: bool = False, top_k: int | None = None,
+                     threshold: float = 0.0, progress: bool = False, long_documents: str | None = None,
+                     window_stride: int | None = None) -> SparseBatch:
         """Expand texts into one CSR `SparseBatch`, rows in input order.
 
+        texts: a str, or any iterable of str (list, tuple, generator, numpy string array), read once.
         query: use the query encoder and max length instead of the document ones.
         top_k: keep at most this many terms per text (the heaviest); threshold: keep weights above it.
-        `batch.truncated` marks the texts cut at the max length.
+        progress: print a progress line on stderr.
+        long_documents, window_stride: this call's choice (default: the Expander's); see the class.
+        `batch.truncated` marks the texts cut at the max length, `batch.windows` counts each text's windows.
         """
-        return self._run(texts, query=query, top_k=top_k, threshold=threshold)
+        return self._run(texts, query=query, top_k=top_k, threshold=threshold, progress=progress,
+                         long_documents=long_documents, window_stride=window_stride)
 
-    def _run(self, texts: str | Sequence[str], *, query: bool, top_k: int | None, threshold: float) -> Any:
+    def expand_iter(self, texts: str | Iterable[str], *, query: bool = False, batch_size: int = 256,
+                    top_k: int | None = None, threshold: float = 0.0, progress: bool = False,
+                    long_documents: str | None = None, window_stride: int | None = None) -> Iterator[SparseVector]:
+        """Expand a stream of texts lazily, yielding one `SparseVector` per text in input order.
+
+        The texts are read `batch_size` at a time, each chunk expanded as `expand_batch` would (so the
+        vectors are the same): memory stays bounded by the chunk, however long the stream. Arguments are
+        checked here, at the call; a bad text raises when its chunk is reached, named by its position.
+        """
+        batch_size = check_count("batch_size", batch_size)
+        threshold = check_threshold(threshold)
+        if top_k is not None:
+            check_count("top_k", top_k)
+        self._stride(long_documents, window_stride, query=query)
+        stream = iter([texts] if isinstance(texts, str) else text_items(texts))
+        total = 1 if isinstance(texts, str) else len(texts) if isinstance(texts, Sized) else None
+        bar = Progress(total, "expanded", enabled=progress)
+
+        def vectors() -> Iterator[SparseVector]:
+            first = 0
+            while chunk := list(islice(stream, batch_size)):
+                yield from self._run(chunk, query=query, top_k=top_k, threshold=threshold, progress=bar, first=first,
+                                     long_documents=long_documents, window_stride=window_stride)
+                first += len(chunk)
+            bar.close()
+
+        return vectors()
+
+    def _run(self, texts: str | Iterable[str], *, query: bool, top_k: int | None, threshold: float,
+             progress: bool | Progress = False, first: int = 0, long_documents: str | None = None,
+             window_stride: int | None = None) -> Any:
         """Tokenise, batch by length, run, sparsify each batch (`_collect`) and restore input order.
 
         Blank texts (nothing left once tokenised: empty, whitespace, control characters) get empty rows
-        without running through the model; the other texts are batched as if they were not there.
+        without running through the model; the other texts are batched as if they were not there. The
+        windows of long documents are rows like any other text; their sparse rows are max-aggregated per
+        document as the batches come (`WindowMax`), top_k applied to the aggregate.
+        `progress` is a flag or the `Progress` of a longer job; `first` the position of texts[0] in that job.
         """
-        texts = check_texts(texts)
+        texts = check_texts(texts, first=first)
         threshold = check_threshold(threshold)
+        stride = self._stride(long_documents, window_stride, query=query)
         mode: Mode = MODES[0] if query else MODES[1]
         session = self.session(mode)
         if top_k is not None:
             top_k = check_count("top_k", top_k)
             if session.entry.top_k is not None and top_k > session.entry.top_k:
                 raise InputError(f"top_k={top_k} exceeds the {session.entry.top_k} terms this graph keeps per text")
-        encoded = self._encode(texts, mode)
+        bar = progress if isinstance(progress, Progress) else Progress(len(texts), "expanded", enabled=progress)
+        encoded = self._encode(texts, mode, stride)
+        windows = np.bincount(encoded.owner, minlength=len(texts))
+        remaining = windows.copy()  # windows of each text still to run: a text is done at 0
+        windowed = windows[encoded.owner] > 1  # per row: one of several windows of its text
+        aggregate = WindowMax()
         live = np.flatnonzero(~encoded.blank)
         parts, order = [], []
         if len(live):
-            kept = encoded if len(live) == len(texts) else encoded.subset(live)
+            kept = encoded if len(live) == len(encoded.ids) else encoded.subset(live)
             padded = batches(kept, max_tokens=self.max_tokens, max_batch_size=self.max_batch_size, pad_id=self.pad_id)
             for batch, outputs in session.run_all(padded, overlap=session.providers[0] != CPU and len(live) > 1):
-                parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
-                                           truncated=kept.truncated[batch.rows]))
-                order.append(live[batch.rows])
-        if len(live) < len(texts):
-            parts.append(self._empty(len(texts) - len(live)))
-            order.append(np.flatnonzero(encoded.blank))
+                rows = live[batch.rows]
+                owners, whole = encoded.owner[rows], ~windowed[rows]
+                if whole.all():
+                    parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
+                                               truncated=encoded.truncated[rows]))
+                    order.append(owners)
+                else:  # threshold per window (a max is above it iff one window is); top_k on the aggregate
+                    if whole.any():
+                        parts.append(self._collect({name: out[whole] for name, out in outputs.items()}, top_k=top_k,
+                                                   threshold=threshold, truncated=encoded.truncated[rows[whole]]))
+                        order.append(owners[whole])
+                    aggregate.add(owners[~whole], self._collect({name: out[~whole] for name, out in outputs.items()},
+                                                                top_k=None, threshold=threshold,
+                                                                truncated=encoded.truncated[rows[~whole]]))
+                np.subtract.at(remaining, owners, 1)
+                bar.update(int(np.count_nonzero(remaining[np.unique(owners)] == 0)))
+        if aggregate:
+            owners, part = aggregate.result()
+            part = replace(part, truncated=np.zeros(len(owners), dtype=bool), windows=windows[owners])
+            parts.append(part.heaviest(top_k) if top_k is not None else part)
+            order.append(owners)
+        blank = encoded.owner[encoded.blank]
+        if len(blank):
+            parts.append(self._empty(len(blank)))
+            order.append(blank)
+            bar.update(len(blank))
+        if not isinstance(progress, Progress):
+            bar.close()
         if not parts:
             return self._empty(0)
         # Row r of the concatenation is input text sorted_rows[r]; invert that to restore input order.
@@ -299,8 +430,32 @@ class Expander:
             logger.info("%d of %d texts were truncated at %d tokens", truncated, len(texts), self.max_length[mode])
         return type(parts[0]).concat(parts).take(position)
 
-    def _encode(self, texts: list[str], mode: Mode) -> Encoded:
-        return encode(self.tokenizer, texts, self.max_length[mode])
+    def _stride(self, long_documents: str | None, window_stride: int | None, *, query: bool) -> int | None:
+        """The window stride for this call's texts (the call's choice, else the Expander's), or None when
+        they are cut at the max length: always for queries."""
+        choice = self.long_documents if long_documents is None else long_documents
+        if choice not in LONG_DOCUMENTS:
+            raise InputError(f"long_documents must be one of {LONG_DOCUMENTS}, got {choice!r}")
+        if window_stride is not None:
+            check_count("window_stride", window_stride)
+            if choice != "windows":
+                raise InputError("window_stride applies to long_documents='windows' only")
+        if choice == "truncate" or query:
+            return None
+        if self.manifest.pooling != "max":
+            raise InputError(f"{self.source.name}: long_documents='windows' aggregates windows by max, as SPLADE "
+                             f"max pooling does over tokens; this model pools by {self.manifest.pooling!r}, so "
+                             f"windows are not supported for it")
+        length = self.max_length["document"]
+        room = length - self.tokenizer.num_special_tokens_to_add(False)
+        stride = window_stride or self.window_stride or max(1, room // 2)
+        if stride > room:
+            raise InputError(f"window_stride={stride} exceeds the {room} text tokens of a {length}-token window "
+                             f"(document max length): windows would skip tokens")
+        return stride
+
+    def _encode(self, texts: list[str], mode: Mode, stride: int | None) -> Encoded:
+        return encode(self.tokenizer, texts, self.max_length[mode], stride=stride)
 
     def _collect(self, outputs: dict[str, np.ndarray], *, top_k: int | None, threshold: float,
                  truncated: np.ndarray) -> SparseBatch:
@@ -317,18 +472,45 @@ class Expander:
         return SparseBatch(np.zeros(rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
                            self.manifest.vocab_size, self.vocab)
 
-    def expand(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
-               threshold: float = 0.0, outformat: str | None = None) -> SparseVector | list[SparseVector] | list[dict]:
-        """Expand one text (-> `SparseVector`) or a sequence of texts (-> list, in input order).
+    def expand(self, texts: str | Iterable[str], *, query: bool = False, top_k: int | None = None,
+               threshold: float = 0.0, outformat: str | None = None, progress: bool = False,
+               long_documents: str | None = None,
+               window_stride: int | None = None) -> SparseVector | list[SparseVector] | list[dict]:
+        """Expand one text (-> `SparseVector`) or an iterable of texts (-> list, in input order).
 
         outformat: SPLADERunner 0.1.6's list-of-dicts output ("hybrid" or "lucene", deprecated;
         `spladerunner.legacy`), also the default of an Expander built with 0.1.6's arguments.
+        Other arguments as `expand_batch`.
         """
-        if outformat is not None or self._legacy:
-            shape = legacy.formatter(outformat)
-            return shape(self.expand_batch(texts, query=query, top_k=top_k, threshold=threshold))
-        result = self.expand_batch(texts, query=query, top_k=top_k, threshold=threshold)
+        shape = legacy.formatter(outformat) if outformat is not None or self._legacy else None
+        result = self.expand_batch(texts, query=query, top_k=top_k, threshold=threshold, progress=progress,
+                                   long_documents=long_documents, window_stride=window_stride)
+        if shape is not None:
+            return shape(result)
         return result[0] if isinstance(texts, str) else result.to_list()
+
+    def decode(self, vectors: SparseVector | SparseBatch | Iterable[SparseVector],
+               top_k: int | None = None) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """(token, weight) pairs heaviest first with this model's vocabulary: a list for one vector, a list of
+        lists for a batch or an iterable of vectors (`SparseVector.decode`)."""
+        if isinstance(vectors, SparseVector):
+            if len(vectors.ids) and int(np.max(vectors.ids)) >= len(self.vocab):
+                raise InputError(f"ids reach {int(np.max(vectors.ids))}, beyond this model's {len(self.vocab)} tokens")
+            return replace(vectors, vocab=self.vocab).decode(top_k)
+        if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+            raise InputTypeError(f"vectors must be a SparseVector, a SparseBatch or an iterable of SparseVector, "
+                                 f"got {type(vectors).__name__}")
+        return [self.decode(vector, top_k) for vector in vectors]
+
+    def similarity(self, queries: str | Iterable[str] | SparseBatch,
+                   documents: str | Iterable[str] | SparseBatch) -> np.ndarray:
+        """Scores of every query against every document, float64 [queries, documents] (`SparseBatch.dot`):
+        texts are expanded here (queries with the query encoder), batches taken as they are."""
+        if not isinstance(queries, SparseBatch):
+            queries = self.expand_batch(queries, query=True)
+        if not isinstance(documents, SparseBatch):
+            documents = self.expand_batch(documents)
+        return queries.dot(documents)
 
     def __repr__(self) -> str:
         return (f"Expander(model={self.source.name!r}, precision={self.precision!r}, "

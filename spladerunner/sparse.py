@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from .arguments import check_count
+from .errors import InputError, InputTypeError
 
 
 @dataclass(frozen=True)
@@ -23,21 +24,30 @@ class SparseVector:
     weights: np.ndarray
     vocab: Sequence[str] | None = field(default=None, repr=False)
     truncated: bool = False
+    windows: int = 1  # how many token windows of the text were expanded (max-aggregated) into this vector
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to_dict(self) -> dict[str, float]:
-        """Token string -> weight, heaviest first (needs the tokenizer vocabulary)."""
+    def decode(self, top_k: int | None = None) -> list[tuple[str, float]]:
+        """(token, weight) pairs, heaviest first (ties by id), at most `top_k` (needs the tokenizer vocabulary)."""
         if self.vocab is None:
             raise InputError("this vector has no vocabulary attached; use to_id_dict()")
-        order = np.argsort(-self.weights, kind="stable")
-        return {self.vocab[i]: float(w) for i, w in zip(self.ids[order].tolist(), self.weights[order].tolist())}
+        return [(self.vocab[i], w) for i, w in self._heaviest(top_k)]
+
+    def to_dict(self) -> dict[str, float]:
+        """Token string -> weight, heaviest first (`decode` as a dict)."""
+        return dict(self.decode())
 
     def to_id_dict(self) -> dict[int, float]:
         """Token id -> weight, heaviest first."""
-        order = np.argsort(-self.weights, kind="stable")
-        return dict(zip(self.ids[order].tolist(), self.weights[order].tolist()))
+        return dict(self._heaviest(None))
+
+    def _heaviest(self, top_k: int | None) -> list[tuple[int, float]]:
+        if top_k is not None:
+            check_count("top_k", top_k)
+        order = np.argsort(-self.weights, kind="stable")[:top_k]
+        return list(zip(self.ids[order].tolist(), self.weights[order].tolist()))
 
     def dot(self, other: SparseVector) -> float:
         """SPLADE score: the dot product over shared ids."""
@@ -55,10 +65,13 @@ class SparseBatch:
     vocab_size: int
     vocab: Sequence[str] | None = field(default=None, repr=False)
     truncated: np.ndarray | None = None
+    windows: np.ndarray | None = None  # per row: token windows max-aggregated into it (1 unless windowed)
 
     def __post_init__(self) -> None:
         if self.truncated is None:
             object.__setattr__(self, "truncated", np.zeros(len(self), dtype=bool))
+        if self.windows is None:
+            object.__setattr__(self, "windows", np.ones(len(self), dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
@@ -68,7 +81,8 @@ class SparseBatch:
             raise IndexError(f"row {row} out of range for a batch of {len(self)}")
         row %= len(self)
         start, stop = self.indptr[row], self.indptr[row + 1]
-        return SparseVector(self.indices[start:stop], self.values[start:stop], self.vocab, bool(self.truncated[row]))
+        return SparseVector(self.indices[start:stop], self.values[start:stop], self.vocab, bool(self.truncated[row]),
+                            int(self.windows[row]))
 
     def __iter__(self) -> Iterator[SparseVector]:
         return (self[i] for i in range(len(self)))
@@ -84,6 +98,58 @@ class SparseBatch:
 
     def to_list(self) -> list[SparseVector]:
         return list(self)
+
+    def decode(self, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Per row, (token, weight) pairs heaviest first, at most `top_k` (`SparseVector.decode`)."""
+        return [vector.decode(top_k) for vector in self]
+
+    def dot(self, other: SparseBatch, *, max_bytes: int = 1 << 27) -> np.ndarray:
+        """Scores of every row against every row of `other`: float64 [len(self), len(other)], each entry
+        exactly `self[i].dot(other[j])` (float64 sums). numpy only; `other`'s rows are gathered against
+        blocks of this batch's rows made dense, blocks sized to keep the work arrays near `max_bytes`."""
+        if not isinstance(other, SparseBatch):
+            raise InputTypeError(f"other must be a SparseBatch, got {type(other).__name__}")
+        if other.vocab_size != self.vocab_size:
+            raise InputError(f"vocabularies differ: {self.vocab_size} and {other.vocab_size} tokens")
+        scores = np.zeros((len(self), len(other)), dtype=np.float64)
+        filled = np.flatnonzero(other.nnz)  # rows of `other` with terms; empty ones score 0
+        if not len(self) or not len(filled):
+            return scores
+        starts = other.indptr[filled]
+        per_row = max(self.vocab_size, int(other.indptr[-1])) * 8 * 2
+        block = max(1, min(len(self), max_bytes // per_row))
+        for first in range(0, len(self), block):
+            part = self.take(np.arange(first, min(first + block, len(self))))
+            dense = np.zeros((len(part), self.vocab_size), dtype=np.float64)
+            dense[np.repeat(np.arange(len(part)), part.nnz), part.indices] = part.values
+            products = dense[:, other.indices] * other.values
+            scores[first:first + len(part), filled] = np.add.reduceat(products, starts, axis=1)
+        return scores
+
+    def max_by_group(self, groups: np.ndarray, n_groups: int) -> SparseBatch:
+        """Row g of the result is the element-wise max of the rows i with `groups[i] == g` (an id kept
+        by any of them keeps its largest weight): the aggregation of a document's token windows."""
+        keys = np.repeat(np.asarray(groups, dtype=np.int64), self.nnz) * self.vocab_size + self.indices
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+        values = np.maximum.reduceat(self.values[order], first) if len(keys) else self.values[:0]
+        unique = keys[first]
+        indptr = np.zeros(n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(unique // self.vocab_size, minlength=n_groups), out=indptr[1:])
+        return SparseBatch(indptr, (unique % self.vocab_size).astype(np.int32), values.astype(np.float32, copy=False),
+                           self.vocab_size, self.vocab)
+
+    def heaviest(self, top_k: int) -> SparseBatch:
+        """At most the `top_k` heaviest terms of each row (ties: the lower id), ids still ascending."""
+        rows = np.repeat(np.arange(len(self)), self.nnz)
+        order = np.lexsort((self.indices, -self.values, rows))  # by row, then heaviest, then lowest id
+        rank = np.arange(len(order)) - np.repeat(self.indptr[:-1], self.nnz)
+        keep = np.sort(order[rank < top_k])  # rows and ids ascending again
+        indptr = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.minimum(self.nnz, top_k), out=indptr[1:])
+        return SparseBatch(indptr, self.indices[keep], self.values[keep], self.vocab_size, self.vocab, self.truncated,
+                           self.windows)
 
     def to_scipy(self):
         """A `scipy.sparse.csr_matrix` sharing this batch's arrays (scipy is an optional dependency)."""
@@ -106,7 +172,7 @@ class SparseBatch:
         indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         return SparseBatch(indptr, self.indices[gather], self.values[gather], self.vocab_size, self.vocab,
-                           self.truncated[rows])
+                           self.truncated[rows], self.windows[rows])
 
     @classmethod
     def concat(cls, batches: Sequence[SparseBatch]) -> SparseBatch:
@@ -118,7 +184,7 @@ class SparseBatch:
                    np.concatenate([b.indices for b in batches]).astype(np.int32, copy=False),
                    np.concatenate([b.values for b in batches]).astype(np.float32, copy=False),
                    batches[0].vocab_size, batches[0].vocab,
-                   np.concatenate([b.truncated for b in batches]))
+                   np.concatenate([b.truncated for b in batches]), np.concatenate([b.windows for b in batches]))
 
     @classmethod
     def from_vectors(cls, vectors: Sequence[SparseVector], vocab_size: int) -> SparseBatch:
@@ -140,7 +206,8 @@ class SparseBatch:
         values = np.concatenate([w[o] for w, o in zip(weights, order)] or [empty_f]).astype(np.float32)
         vocab = next((v.vocab for v in vectors if v.vocab is not None), None)
         truncated = np.array([v.truncated for v in vectors], dtype=bool)
-        return cls(indptr, indices, values, vocab_size, vocab, truncated)
+        windows = np.array([v.windows for v in vectors], dtype=np.int64)
+        return cls(indptr, indices, values, vocab_size, vocab, truncated, windows)
 
 
 def gather_ranges(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

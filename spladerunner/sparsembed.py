@@ -9,7 +9,7 @@ of the dot products of their embeddings (`SparsEmbedVector.score`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,12 +175,24 @@ class SparsEmbedEncoder(Expander):
         if self.mask_id is None and any(self.settings.mask_tokens.values()):
             raise ManifestError(f"{self.source.name}: the manifest appends {MASK_TOKEN} tokens, the tokenizer has none")
 
-    def encode_batch(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
-                     threshold: float = 0.0) -> SparsEmbedBatch:
-        """Encode texts into one `SparsEmbedBatch`, rows in input order (top_k, threshold as `expand_batch`)."""
-        return self._run(texts, query=query, top_k=top_k, threshold=threshold)
+    def encode_batch(self, texts: str | Iterable[str], *, query: bool = False, top_k: int | None = None,
+                     threshold: float = 0.0, progress: bool = False, long_documents: str | None = None,
+                     window_stride: int | None = None) -> SparsEmbedBatch:
+        """Encode texts into one `SparsEmbedBatch`, rows in input order (arguments as `expand_batch`;
+        long_documents="windows" raises: not supported yet)."""
+        return self._run(texts, query=query, top_k=top_k, threshold=threshold, progress=progress,
+                         long_documents=long_documents, window_stride=window_stride)
 
-    def _encode(self, texts: list[str], mode: Mode) -> Encoded:
+    def _stride(self, long_documents: str | None, window_stride: int | None, *, query: bool) -> int | None:
+        """Always None: texts are cut at the max length. Windows would need each term's embedding taken from
+        one of its windows (e.g. where its weight peaks): not supported yet, so asking for them raises."""
+        stride = super()._stride(long_documents, window_stride, query=False)
+        if stride is not None:
+            raise InputError(f"{self.source.name}: long_documents='windows' is not supported for SparsEmbed models "
+                             f"yet; documents are cut at the document max length")
+        return None
+
+    def _encode(self, texts: list[str], mode: Mode, stride: None) -> Encoded:
         return encode_marked(self.tokenizer, texts, self.max_length[mode], prefix=self.settings.prefix[mode],
                              mask_tokens=self.settings.mask_tokens[mode], mask_id=self.mask_id)
 
@@ -194,15 +206,17 @@ class SparsEmbedEncoder(Expander):
     def _empty(self, rows: int) -> SparsEmbedBatch:
         return SparsEmbedBatch.empty(self.manifest.vocab_size, self.settings.embedding_dim, self.vocab, rows)
 
-    def encode(self, texts: str | Sequence[str], *, query: bool = False) -> SparsEmbedVector | list[SparsEmbedVector]:
+    def encode(self, texts: str | Iterable[str], *, query: bool = False) -> SparsEmbedVector | list[SparsEmbedVector]:
         """Encode one text (-> `SparsEmbedVector`) or a sequence of texts (-> list, in input order)."""
         result = self.encode_batch(texts, query=query)
         return result[0] if isinstance(texts, str) else list(result)
 
-    def expand_batch(self, texts: str | Sequence[str], *, query: bool = False, top_k: int | None = None,
-                     threshold: float = 0.0) -> SparseBatch:
+    def expand_batch(self, texts: str | Iterable[str], *, query: bool = False, top_k: int | None = None,
+                     threshold: float = 0.0, progress: bool = False, long_documents: str | None = None,
+                     window_stride: int | None = None) -> SparseBatch:
         """The sparse terms alone (prefix and [MASK]s applied), as `Expander.expand_batch`."""
-        return self.encode_batch(texts, query=query, top_k=top_k, threshold=threshold).terms
+        return self.encode_batch(texts, query=query, top_k=top_k, threshold=threshold, progress=progress,
+                                 long_documents=long_documents, window_stride=window_stride).terms
 
     def __repr__(self) -> str:
         return (f"SparsEmbedEncoder(model={self.source.name!r}, precision={self.precision!r}, "

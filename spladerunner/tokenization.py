@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
 from .errors import InputError
 from .sparse import SparseBatch
@@ -66,49 +66,127 @@ class Batch:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids of every text (ragged), whether each was cut at the max length, and whether it was blank.
+    """Token ids of every row (ragged), whether each was cut at the max length, and whether it was blank.
 
-    A blank text (empty, whitespace, control characters only: nothing left once tokenised) carries no
-    content; the expander gives it an empty vector without running it through the model.
+    A row is a text, or one token window of a long text (`encode(..., stride=)`); `owner` maps rows to
+    the texts they come from (None: row i is text i). A blank text (empty, whitespace, control characters
+    only: nothing left once tokenised) has one row and carries no content; the expander gives it an empty
+    vector without running it through the model.
     """
 
-    ids: list[list[int]]
+    ids: list[Sequence[int]]
     truncated: np.ndarray
     blank: np.ndarray | None = None
+    owner: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.blank is None:
             object.__setattr__(self, "blank", np.zeros(len(self.ids), dtype=bool))
+        if self.owner is None:
+            object.__setattr__(self, "owner", np.arange(len(self.ids), dtype=np.int64))
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
 
     def subset(self, rows: np.ndarray) -> Encoded:
-        """These rows only, in this order."""
-        return Encoded([self.ids[r] for r in rows.tolist()], self.truncated[rows], self.blank[rows])
+        """These rows only, in this order (owners kept)."""
+        return Encoded([self.ids[r] for r in rows.tolist()], self.truncated[rows], self.blank[rows], self.owner[rows])
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
-    """Tokenise with special tokens, cutting each text at `max_length` tokens.
+def window_starts(length: int, room: int, stride: int) -> range | list[int]:
+    """Where the windows of `room` tokens over `length` tokens start: every `stride` tokens, the last one
+    ending at the text's end (so every window is full and every token is in one)."""
+    if length <= room:
+        return [0]
+    return [*range(0, length - room, stride), length - room]
+
+
+def special_frame(tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """The special tokens the tokenizer's post-processor puts before and after one text's tokens ([CLS] and
+    [SEP] for BERT), read off a processed sample; an `InputError` if it does more than frame the text."""
+    sample = tokenizer.encode("a b", add_special_tokens=False)
+    processed = tokenizer.post_process(sample)
+    content, ids = sample.ids, processed.ids
+    for start in range(len(ids) - len(content) + 1):
+        if ids[start:start + len(content)] == content and all(processed.special_tokens_mask[:start]) and all(
+                processed.special_tokens_mask[start + len(content):]):
+            return np.array(ids[:start], np.int64), np.array(ids[start + len(content):], np.int64)
+    raise InputError("this tokenizer's post-processor does more than add special tokens around a text: token "
+                     "windows are not supported for it")
+
+
+# Windowed texts longer than this (characters) are tokenised in pieces: the tokenizer's output for one text
+# holds far more than its ids while it lasts (offsets, token strings, masks).
+PIECE_CHARS = 1 << 16
+
+
+def cuts_at_spaces(tokenizer: Tokenizer) -> bool:
+    """Whether a text cut just after a space gives the same ids piece by piece as whole: true when the
+    normaliser works character by character and the pre-tokenizer splits at whitespace and drops it
+    (BERT's tokenizers, `Whitespace`)."""
+    local = tokenizer.normalizer is None or isinstance(tokenizer.normalizer, normalizers.BertNormalizer)
+    return local and isinstance(tokenizer.pre_tokenizer, (pre_tokenizers.BertPreTokenizer, pre_tokenizers.Whitespace,
+                                                          pre_tokenizers.WhitespaceSplit))
+
+
+def piece_ids(tokenizer: Tokenizer, text: str) -> np.ndarray:
+    """A long text's ids (no special tokens), tokenised `PIECE_CHARS` characters at a time, each piece cut
+    just after a space (`cuts_at_spaces` makes the ids those of the whole text)."""
+    parts, start = [], 0
+    while start < len(text):
+        stop = len(text) if len(text) - start <= PIECE_CHARS else text.rfind(" ", start, start + PIECE_CHARS) + 1
+        if stop <= start:  # no space within the piece: extend it to the next space
+            stop = text.find(" ", start + PIECE_CHARS) + 1 or len(text)
+        parts.append(np.array(tokenizer.encode(text[start:stop], add_special_tokens=False).ids, dtype=np.int64))
+        start = stop
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, stride: int | None = None) -> Encoded:
+    """Tokenise with special tokens, cutting each text at `max_length` tokens; with `stride`, a longer text
+    becomes overlapping windows instead (rows owned by the text, `window_starts`), each framed by the
+    special tokens and `max_length` long.
 
     Thread-safe: the shared tokenizer is never reconfigured (toggling its truncation around each call
     made concurrent callers fail with tokenizers' "Already borrowed"). Each text is tokenised without
     special tokens, cut to leave room for them, then post-processed: exactly the steps, and so the ids,
-    of tokenizers' own right-side truncation (tests/test_tokenization.py checks the equality).
+    of tokenizers' own right-side truncation (tests/test_tokenization.py checks the equality). A window is
+    the same frame around its slice of the text's tokens, so a text that fits gets the ids it gets without
+    windows, and the first window of a long one the ids of its truncation.
     """
     room = max_length - tokenizer.num_special_tokens_to_add(False)
     if room < 0:
         raise InputError(f"max_length {max_length} leaves no room for the tokenizer's special tokens")
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-    ids, truncated, blank = [], np.zeros(len(encodings), dtype=bool), np.zeros(len(encodings), dtype=bool)
-    for row, encoding in enumerate(encodings):
-        blank[row] = not encoding.ids
-        if len(encoding.ids) > room:
+    if stride is not None and not 1 <= stride <= room:
+        raise InputError(f"window stride must be in [1, {room}] (the tokens a window holds besides its special "
+                         f"tokens), got {stride}")
+    frame = special_frame(tokenizer) if stride is not None else None
+    texts = list(texts)
+    # Very long texts (windows only) are tokenised apart, in pieces: bounded memory (`piece_ids`).
+    pieces = {i for i, text in enumerate(texts) if len(text) > PIECE_CHARS} if frame is not None and (
+        cuts_at_spaces(tokenizer)) else set()
+    encodings = tokenizer.encode_batch(["" if i in pieces else t for i, t in enumerate(texts)],
+                                       add_special_tokens=False)
+    ids: list[Sequence[int]] = []
+    truncated, blank, owner = [], [], []
+    for text, encoding in enumerate(encodings):
+        encodings[text] = None  # free each text's tokenizer output once read (long documents)
+        if text in pieces or (frame is not None and len(encoding.ids) > room):
+            tokens = piece_ids(tokenizer, texts[text]) if text in pieces else np.array(encoding.ids, dtype=np.int64)
+            for start in window_starts(len(tokens), room, stride):
+                ids.append(np.concatenate([frame[0], tokens[start:start + room], frame[1]]))
+                owner.append(text)
+            truncated += [False] * (len(ids) - len(truncated))
+            blank += [len(tokens) == 0] * (len(ids) - len(blank))
+            continue
+        blank.append(not encoding.ids)
+        truncated.append(len(encoding.ids) > room)
+        if truncated[-1]:
             encoding.truncate(room)
-            truncated[row] = True
         ids.append(tokenizer.post_process(encoding).ids)
-    return Encoded(ids, truncated, blank)
+        owner.append(text)
+    return Encoded(ids, np.array(truncated, dtype=bool), np.array(blank, dtype=bool), np.array(owner, dtype=np.int64))
 
 
 def batches(encoded: Encoded, *, max_tokens: int, max_batch_size: int, pad_id: int) -> Iterator[Batch]:

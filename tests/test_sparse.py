@@ -77,3 +77,15 @@ def test_dot_is_the_splade_score():
     a = SparseVector(np.array([1, 4, 7], np.int32), np.array([1.0, 2.0, 3.0], np.float32))
     b = SparseVector(np.array([4, 7, 9], np.int32), np.array([0.5, 1.0, 9.0], np.float32))
     assert a.dot(b) == pytest.approx(2.0 * 0.5 + 3.0 * 1.0)
+
+
+def test_max_by_group_and_heaviest():
+    batch = sparsify(dense_rows(), vocab=VOCAB)
+    merged = batch.max_by_group(np.array([1, 1, 1]), 3)
+    assert merged.nnz.tolist() == [0, 6, 0]
+    np.testing.assert_array_equal(merged.to_dense()[1], dense_rows().max(axis=0))
+    np.testing.assert_array_equal(batch.max_by_group(np.array([0, 1, 0]), 2).to_dense(),
+                                  [dense_rows()[[0, 2]].max(axis=0), dense_rows()[1]])
+    top = batch.heaviest(2)
+    assert [row.ids.tolist() for row in top] == [[1, 3], [], [0, 9]]  # row 2: 4.0, then the lowest id of three 1.0s
+    assert top.nnz.tolist() == [2, 0, 2]

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from spladerunner.errors import InputError  # noqa: E402
 from spladerunner.expander import Expander  # noqa: E402
 from spladerunner.manifest import Manifest, ManifestError  # noqa: E402
 from spladerunner.sparsembed import SparsEmbedEncoder, SparsEmbedSettings, encode_marked  # noqa: E402
@@ -210,3 +211,12 @@ def test_blank_texts_and_bad_arguments(positions_export):
         encoder.expand_batch(["a"], top_k=2.5)
     with pytest.raises(InputError, match=r"texts\[1\] holds a lone surrogate"):
         encoder.encode(["a", "\ud800"])
+
+
+def test_windows_are_refused_until_supported(positions_export):
+    with pytest.raises(InputError, match="long_documents='windows' is not supported for SparsEmbed models yet"):
+        SparsEmbedEncoder(positions_export, long_documents="windows")
+    encoder = SparsEmbedEncoder(positions_export)
+    with pytest.raises(InputError, match="not supported for SparsEmbed models yet"):
+        encoder.encode_batch(["a document"], long_documents="windows")
+    assert len(encoder.encode_batch(["a query"], query=True, long_documents="truncate")) == 1

@@ -31,6 +31,24 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
                         help="onnxruntime intra-op threads (default: the CPUs this process may use)")
 
 
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """--windows / --window-stride for the commands that expand documents (`expand`, `index`, `eval`)."""
+    parser.add_argument("--windows", action="store_true",
+                        help="read documents longer than the max length as overlapping token windows, their vector "
+                             "the max over the windows (default: cut them at the max length; queries always are)")
+    parser.add_argument("--window-stride", type=int, default=None, metavar="N",
+                        help="with --windows: tokens between window starts (default: half a window's text tokens)")
+
+
+def window_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Expander's long-document keywords from --windows / --window-stride (absent on `search`); none
+    without --windows, so settings recorded elsewhere (ray shards) stay those of a plain run."""
+    windows, stride = getattr(args, "windows", False), getattr(args, "window_stride", None)
+    if stride is not None and not windows:
+        raise InputError("--window-stride needs --windows")
+    return {"long_documents": "windows", "window_stride": stride} if windows else {}
+
+
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress line on stderr (default: when stderr is a terminal)")
@@ -48,12 +66,15 @@ def encoders_from_args(args: argparse.Namespace, saved: Mapping[str, Any] | None
             raise InputError("--bm25 needs --tokenizer PATH (a tokenizer.json)")
         from ..bm25 import BM25Encoder
 
+        if window_options(args):
+            raise InputError("--windows needs a model: BM25 counts every token of a document, it cuts nothing")
         documents = BM25Encoder(tokenizer)
     else:
         from ..expander import Expander
 
         documents = Expander(args.model or saved.get("model") or DEFAULT_MODEL,
-                             precision=args.precision or saved.get("precision"), threads=args.threads)
+                             precision=args.precision or saved.get("precision"), threads=args.threads,
+                             **window_options(args))
     idf = args.idf_queries or saved.get("idf_queries")
     if idf is None:
         return documents, documents
@@ -73,6 +94,8 @@ def encoder_metadata(args: argparse.Namespace, documents: Any) -> dict[str, Any]
         source = documents.source
         meta = {"encoder": "model", "model": str(source.folder.resolve()) if source.is_local else source.name,
                 "precision": documents.precision}
+        if documents.long_documents == "windows":
+            meta.update(long_documents="windows", window_stride=documents.window_stride)
     if args.idf_queries:
         meta["idf_queries"] = str(Path(args.idf_queries).resolve())
     return meta

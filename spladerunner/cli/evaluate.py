@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .encoders import add_encoder_arguments, add_progress_argument
+from .encoders import add_encoder_arguments, add_progress_argument, add_window_arguments
 from .files import open_output
 
 DEFAULT_RELEVANCE_LEVEL = 1
@@ -44,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="documents per encoder call")
     add_progress_argument(parser)
     add_encoder_arguments(parser)
+    add_window_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -100,6 +101,8 @@ def system(args: argparse.Namespace, index: Any, queries: Any) -> dict[str, Any]
         encoder += " + idf queries"
     row = {"encoder": encoder, "model": meta.get("model"), "precision": meta.get("precision"),
            "weights": index.precision}
+    if meta.get("long_documents") == "windows":  # documents read whole, as windows (--windows)
+        row["documents"] = f"windows, stride {meta['window_stride']}"
     if isinstance(queries, Expander):
         used = encoder_metadata(args, queries)
         if (used["model"], used["precision"]) != (row["model"], row["precision"]):

@@ -12,7 +12,7 @@ from typing import TextIO
 from ..loading import DEFAULT_MODEL
 from ..manifest import PRECISIONS
 from ..readers import Format, parse_json_object, record_id, record_text
-from .encoders import add_progress_argument
+from .encoders import add_progress_argument, add_window_arguments, window_options
 from .expand_ray import add_ray_arguments, run_ray
 from .files import count_lines, open_input, open_output
 
@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="max tokens per text, specials included (default: the model's max length, for "
                              "queries or documents)")
     parser.add_argument("--revision", default=None, help="hub revision (default: main)")
+    add_window_arguments(parser)
     add_progress_argument(parser)
     add_ray_arguments(parser)
     parser.set_defaults(func=run)
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     expander = Expander(args.model, precision=args.precision, providers=args.providers, threads=args.threads,
                         revision=args.revision, query_max_length=args.max_length,
-                        document_max_length=args.max_length)
+                        document_max_length=args.max_length, **window_options(args))
     stdin = args.input == "-"
     fmt = args.format if args.format != "auto" else "lines" if stdin else detect_format(args.input)
     total = count_lines(args.input)
@@ -93,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
             truncated += int(batch.truncated.sum())
             for text_id, vector in zip(ids, batch):
                 weights = vector.to_dict() if args.keys == "tokens" else vector.to_id_dict()
-                sink.write(json.dumps({"id": text_id, "vector": weights, "truncated": vector.truncated},
-                                      ensure_ascii=False, allow_nan=False) + "\n")
+                line = {"id": text_id, "vector": weights, "truncated": vector.truncated}
+                if args.windows:
+                    line["windows"] = vector.windows
+                sink.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
             progress.update(len(chunk))
     progress.close()
     if truncated:

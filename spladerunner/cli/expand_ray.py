@@ -11,6 +11,7 @@ import sys
 
 from ..errors import InputError
 from ..progress import Progress
+from .encoders import window_options
 from .files import count_lines
 
 
@@ -49,7 +50,7 @@ def run_ray(args: argparse.Namespace) -> int:
         tokens=args.keys == "tokens", actors=args.actors, threads_per_actor=args.threads or 1,
         gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, on_shard=lambda *_: progress.update(1),
         precision=args.precision, providers=args.providers, revision=args.revision,
-        query_max_length=args.max_length, document_max_length=args.max_length)
+        query_max_length=args.max_length, document_max_length=args.max_length, **window_options(args))
     progress.close()
     print(f"{run.records} records in {run.shards} shards ({len(run.computed)} expanded now, {len(run.skipped)} "
           f"already complete) in {args.output}", file=sys.stderr)

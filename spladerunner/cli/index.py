@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .encoders import add_encoder_arguments, add_progress_argument, index_corpus
+from .encoders import add_encoder_arguments, add_progress_argument, add_window_arguments, index_corpus
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="documents per encoder call")
     add_progress_argument(parser)
     add_encoder_arguments(parser)
+    add_window_arguments(parser)
     parser.set_defaults(func=run)
 
 
