@@ -53,12 +53,8 @@ PRUNED = (
     "onnxruntime/backend",  # the ONNX backend API (imports onnx)
     "onnxruntime/datasets",
     "onnxruntime/capi/libonnxruntime.so*",  # the C API library: the Python binding links its own copy
-    "numpy/f2py",
-    "numpy/random",  # numpy's subpackages the runtime never uses (it never touches np.random, np.fft, ...)
-    "numpy/fft",
-    "numpy/ma",
-    "numpy/polynomial",
-    "numpy/testing",
+    "numpy/f2py",  # numpy's build and test tooling; its other subpackages stay, since numpy's own functions
+    "numpy/testing",  # import them lazily (np.unique imports numpy.ma)
     "numpy/_pyinstaller",
     "numpy/_core/include",  # C headers and static libraries for building extensions
     "numpy/_core/lib",
