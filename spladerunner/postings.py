@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -35,7 +36,7 @@ from .index_folder import (
     write_index_folder,
 )
 from .results import SearchResults
-from .scoring import group_by_term, padded_width, search_in_chunks, top_k
+from .scoring import group_by_term, padded_width, search_in_chunks, top_k, usable_cpus
 
 Index = TypeVar("Index", bound="PostingsIndex")
 
@@ -60,6 +61,13 @@ class Postings:
     def width(self) -> int:
         """Columns of a score row (documents, padded for `top_k`; padding scores 0, so it is never a hit)."""
         return padded_width(self.n_slots)
+
+    @cached_property
+    def dead_mask(self) -> np.ndarray:
+        """True for each deleted slot (bool [n_slots]); empty when none is deleted."""
+        mask = np.zeros(self.n_slots if self.dead.size else 0, dtype=bool)
+        mask[self.dead] = True
+        return mask
 
     def rank(self, cells: np.ndarray, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Flat scores [n_rows * width] -> top k (slots, scores) per row, deleted documents excluded."""
@@ -270,18 +278,22 @@ class PostingsIndex:
 
     # -- searching ------------------------------------------------------------------------------
 
-    def _search_postings(self, n_queries: int, k: object, score: Any) -> SearchResults:
+    def _search_postings(self, n_queries: int, k: object, score: Any, *, threads: object = None,
+                         chunk_queries: int | None = None) -> SearchResults:
         """Top-k results of `n_queries` queries; `score(postings, start, stop, k)` scores a chunk of them.
 
-        k above the number of documents is cut to it (so k=10**9 allocates nothing large).
+        k above the number of documents is cut to it (so k=10**9 allocates nothing large). threads: how
+        many chunks are scored at once (default: the usable CPUs); chunk_queries: see `search_in_chunks`.
         """
         k = check_count("k", k)
+        threads = usable_cpus() if threads is None else check_count("threads", threads)
         if self._postings is None:
             return SearchResults([[] for _ in range(n_queries)], [np.zeros(0, np.float32)] * n_queries)
         postings = self._snapshot()
         k = min(k, max(postings.n_slots, 1))
         slots, scores = search_in_chunks(n_queries, postings.n_slots, k,
-                                         lambda start, stop: score(postings, start, stop, k))
+                                         lambda start, stop: score(postings, start, stop, k),
+                                         threads=threads, chunk_queries=chunk_queries)
         return SearchResults.from_slots(slots, scores, postings.ids)
 
     # -- persistence ----------------------------------------------------------------------------

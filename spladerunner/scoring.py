@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,16 +31,30 @@ def group_by_term(terms: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.nd
     return term_ptr, order
 
 
-def search_in_chunks(n_queries: int, n_docs: int, k: int,
-                     chunk: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def search_in_chunks(n_queries: int, n_docs: int, k: int, chunk: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+                     *, threads: int = 1, chunk_queries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (slots [n_queries, k] int64, -1 padded; scores float64) from `chunk(start, stop)` per query chunk.
 
-    Chunks hold as many queries as keep a chunk's score matrix within `MAX_SCORE_CELLS` (at least one).
+    chunk_queries: queries per chunk; by default as many as keep a chunk's score matrix within
+    `MAX_SCORE_CELLS` (at least one). With threads > 1 the chunks run on that many threads: `chunk`
+    must be safe to call concurrently (the kernels only read the postings snapshot).
     """
     if n_docs == 0 or n_queries == 0:
         return np.full((n_queries, k), -1, dtype=np.int64), np.zeros((n_queries, k))
-    step = max(1, MAX_SCORE_CELLS // (n_docs + PAD))
-    parts = [chunk(start, min(start + step, n_queries)) for start in range(0, n_queries, step)]
+    step = chunk_queries or max(1, MAX_SCORE_CELLS // (n_docs + PAD))
+    starts = range(0, n_queries, step)
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(starts))) as pool:
+            parts = list(pool.map(lambda start: chunk(start, min(start + step, n_queries)), starts))
+    else:
+        parts = [chunk(start, min(start + step, n_queries)) for start in starts]
+    if len(parts) == 1:
+        return parts[0]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

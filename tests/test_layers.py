@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"legacy", "upgrade_cache"},  # choices made for the caller: 0.1.6 names and shapes; upgraded logits graphs
     {"expander", "bm25", "idf_queries"},  # encoders
     {"sparsembed"},  # an encoder built on `Expander`
-    {"documents", "results", "scoring", "index_folder"},  # index building blocks
+    {"documents", "results", "scoring", "compiled_search", "index_folder"},  # index building blocks
     {"postings"},
     {"retrieval", "sparsembed_index"},  # indexes
     {"evaluation", "adapters", "serverless", "ray_data"},  # consumers of the encoders and indexes
@@ -33,8 +33,9 @@ LAYERS: list[set[str]] = [
 ]
 # The runtime's dependencies; adapters reach qdrant_client and sparse scipy only inside a function.
 THIRD_PARTY = {"numpy", "onnxruntime", "tokenizers", "huggingface_hub", "qdrant_client", "scipy"}
-# Imported by one module each, as optional extras: Ray Data (`[ray]`, bringing pyarrow and pandas).
-EXTRAS = {"ray_data": {"ray", "pyarrow", "pandas"}}
+# Imported by one module each, as optional extras: Ray Data (`[ray]`, bringing pyarrow and pandas), numba
+# (`[fast]`, the compiled search kernel).
+EXTRAS = {"ray_data": {"ray", "pyarrow", "pandas"}, "compiled_search": {"numba"}}
 TOOLKIT = {"export", "spladerunner_export", "torch", "transformers", "optimum", "onnx"}
 
 
