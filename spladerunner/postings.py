@@ -63,6 +63,11 @@ class Postings:
         return padded_width(self.n_slots)
 
     @cached_property
+    def id_table(self) -> np.ndarray:
+        """`ids` as an object array (built once per snapshot), for turning result slots into ids."""
+        return np.asarray(self.ids[:self.n_slots], dtype=object)
+
+    @cached_property
     def dead_mask(self) -> np.ndarray:
         """True for each deleted slot (bool [n_slots]); empty when none is deleted."""
         mask = np.zeros(self.n_slots if self.dead.size else 0, dtype=bool)
@@ -294,7 +299,7 @@ class PostingsIndex:
         slots, scores = search_in_chunks(n_queries, postings.n_slots, k,
                                          lambda start, stop: score(postings, start, stop, k),
                                          threads=threads, chunk_queries=chunk_queries)
-        return SearchResults.from_slots(slots, scores, postings.ids)
+        return SearchResults.from_slots(slots, scores, postings.id_table)
 
     # -- persistence ----------------------------------------------------------------------------
 

@@ -47,8 +47,13 @@ class SearchResults:
                 yield f"{qid} Q0 {doc} {rank} {score:.9g} {tag}"
 
     @classmethod
-    def from_slots(cls, slots: np.ndarray, scores: np.ndarray, ids: Sequence[str]) -> SearchResults:
-        """Results from `top_k` output: document slots [n_queries, k] (-1 padded) indexing `ids`, and scores."""
+    def from_slots(cls, slots: np.ndarray, scores: np.ndarray, ids: Sequence[str] | np.ndarray) -> SearchResults:
+        """Results from `top_k` output: document slots [n_queries, k] (-1 padded) indexing `ids`, and scores.
+
+        ids: a list, or an object array of them (indexed in one numpy call: much faster at large k).
+        """
         counts = np.count_nonzero(slots >= 0, axis=1).tolist()
-        return cls([[ids[s] for s in row[:n]] for row, n in zip(slots.tolist(), counts)],
+        table = ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=object)
+        hit_ids = table[np.maximum(slots, 0)].tolist() if len(table) else [[] for _ in counts]  # padding cut below
+        return cls([row[:n] for row, n in zip(hit_ids, counts)],
                    [row[:n] for row, n in zip(scores.astype(np.float32), counts)])
