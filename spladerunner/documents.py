@@ -76,5 +76,5 @@ def check_vectors(batch: SparseBatch, what: str, vocab_size: int | None) -> None
     if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= batch.vocab_size):
         bad = indices[(indices < 0) | (indices >= batch.vocab_size)][0]
         raise InputError(f"{what} vectors: term id {int(bad)} is outside the vocabulary [0, {batch.vocab_size})")
-    if values.size and not (np.all(np.isfinite(values)) and values.min() > 0):
+    if values.size and not (values.min() > 0 and values.max() < np.inf):  # NaN fails both
         raise InputError(f"{what} weights must be finite and > 0")

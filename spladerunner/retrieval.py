@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ WEIGHT_DTYPES = {"float32": np.float32, "float16": np.float16, "impact": np.uint
 WEIGHT_STORAGES = tuple(WEIGHT_DTYPES)
 # "auto": the compiled kernel when numba is installed (the `fast` extra), else numpy; both give the same results.
 KERNELS = ("auto", "numba", "numpy")
+
+
+@cache
+def numba_installed() -> bool:
+    """Whether numba can be imported (looked up once: the lookup costs more than a small search)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 class SparseIndex(PostingsIndex):
@@ -82,13 +89,13 @@ class SparseIndex(PostingsIndex):
     def kernel(self, kernel: str) -> None:
         if kernel not in KERNELS:
             raise InputError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if kernel == "numba" and importlib.util.find_spec("numba") is None:
+        if kernel == "numba" and not numba_installed():
             raise InputError('kernel "numba" needs numba: pip install "spladerunner[fast]" (or use kernel="numpy")')
         self._kernel = kernel
 
     def _compiled(self) -> bool:
         """Whether searches run the numba kernel."""
-        return self._kernel == "numba" or (self._kernel == "auto" and importlib.util.find_spec("numba") is not None)
+        return self._kernel == "numba" or (self._kernel == "auto" and numba_installed())
 
     def __repr__(self) -> str:
         return f"SparseIndex({len(self)} documents, vocab_size={self.vocab_size}, precision={self.precision!r})"
