@@ -9,7 +9,8 @@ and cached as CSR .npy under --cache-dir, keyed by the graph's sha256, the corpu
   2. each term is kept with probability `KEEP`; the others are replaced by a term drawn from the templates'
      document-frequency distribution (P(t) = df(t) / sum df), so every term keeps its expected share of
      documents (df / N) whether kept or drawn;
-  3. a drawn term already in the document is drawn again until the document has no repeated term;
+  3. of equal terms in a document, the kept one (else the first) stays and the others are drawn again, until
+     no document repeats a term (so the most common terms end a little below their df share: see the table);
   4. every weight is multiplied by an independent uniform factor in [1 - JITTER, 1 + JITTER] (documents from
      one template must not tie on every query);
   5. terms are sorted within each document (canonical CSR).
@@ -40,7 +41,8 @@ Time and memory of a full run on 2 cores (from a 100k run on a busy machine, sca
 about 2 minutes; Seismic's build (k-means over its pruned posting lists) takes longest, 5 minutes at 100k
 documents and several times that at 1M; scipy and today's numpy SparseIndex take 1-2 minutes per pass over
 the 6,980 queries at 1M (4 passes each). `--systems` leaves systems out, `--queries N` uses the first N.
-The largest child needs a few GB (SparseIndex's build ~50 bytes per posting at its peak, ~190M postings at 1M).
+splade-tiny documents carry ~190 terms on average, so 1M documents hold ~190M postings; the largest child is
+today's SparseIndex build, ~50 bytes per posting at its peak (~9.5 GB at 1M), the brute force ~5 GB.
 Vectors, templates and synthetic corpora are cached in --cache-dir; top-k lists go to --work (kept if given).
 """
 
@@ -64,18 +66,23 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .report import publish
 from .texts import SHARED
 
+if TYPE_CHECKING:
+    from spladerunner.sparse import SparseBatch
+
 REAL = {"dl19-subset": SHARED / "data" / "msmarco-dl19-subset", "scifact": SHARED / "data" / "beir-scifact"}
 QUERIES = SHARED / "data" / "splade-queries" / "msmarco-dev-subset.splade-pp-ed.jsonl"
 MODEL, MAX_LENGTH = "splade-tiny", 256
 SEED, CHUNK, KEEP, JITTER = 20261201, 20_000, 0.5, 0.05
 TOLERANCE = 1e-5
+CSR = tuple[np.ndarray, np.ndarray, np.ndarray]  # (indptr, indices, values) of a document or query matrix
+Lists = tuple[np.ndarray, np.ndarray]  # top-k per query: (document numbers -1 padded, scores 0 padded)
 SYSTEMS = ("spladerunner", "splade-index", "scipy", "seismic")
 # Seismic query-time settings (query_cut, heap_factor): recall@10 0.975, 0.987 and 0.995 at 100k synthetic documents.
 SEISMIC_SETTINGS = ((5, 0.8), (10, 0.8), (20, 0.7))
@@ -97,7 +104,7 @@ def save_csr(folder: Path, indptr: np.ndarray, indices: np.ndarray, values: np.n
     os.replace(staging, folder)
 
 
-def load_csr(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_csr(folder: Path) -> CSR:
     """(indptr int64, indices int32, values float32), memory-mapped."""
     return tuple(np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("indptr", "indices", "values"))
 
@@ -134,7 +141,7 @@ def query_folder(cache: Path, vocab: list[str], limit: int | None) -> Path:
     return folder
 
 
-def concat_csr(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def concat_csr(folders: list[Path]) -> CSR:
     """Rows of several CSR folders, one after the other (in memory)."""
     parts = [load_csr(folder) for folder in folders]
     offsets = np.cumsum([0] + [int(p[0][-1]) for p in parts])
@@ -142,7 +149,7 @@ def concat_csr(folders: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return (indptr, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
 
 
-def synthesize(templates: tuple[np.ndarray, np.ndarray, np.ndarray], n_docs: int, vocab_size: int,
+def synthesize(templates: CSR, n_docs: int, vocab_size: int,
                folder: Path) -> None:
     """`n_docs` synthetic documents from the template rows (see the module docstring), written chunk by chunk."""
     from spladerunner.sparse import gather_ranges
@@ -244,12 +251,12 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def query_rows(queries: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def query_rows(queries: CSR) -> list[tuple[np.ndarray, np.ndarray]]:
     ptr, ids, weights = (np.asarray(a) for a in queries)
     return [(ids[a:b], weights[a:b]) for a, b in zip(ptr[:-1], ptr[1:])]
 
 
-def top_rows(scores: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_rows(scores: Any, k: int) -> Lists:
     """Rows of a scipy CSR score matrix -> top k (documents, scores) by score, ties by document (-1 padded)."""
     docs, best = np.full((scores.shape[0], k), -1, dtype=np.int64), np.zeros((scores.shape[0], k))
     for row in range(scores.shape[0]):
@@ -271,18 +278,17 @@ class Engine:
 
     LIBRARIES: tuple[str, ...] = ()  # imported before the baseline RSS: the index's growth excludes them
 
-    def __init__(self, docs: tuple[np.ndarray, np.ndarray, np.ndarray], vocab_size: int, setting: dict[str, Any]):
+    def __init__(self, docs: CSR, vocab_size: int, setting: dict[str, Any]):
         self.n_docs, self.vocab_size, self.setting = len(docs[0]) - 1, vocab_size, setting
 
-    def search(self, queries: tuple[np.ndarray, np.ndarray, np.ndarray], k: int,
-               threads: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: CSR, k: int, threads: int) -> Lists:
         raise NotImplementedError
 
     def save(self, folder: Path) -> Path:
         raise NotImplementedError
 
 
-def csr_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], vocab_size: int):
+def csr_batch(arrays: CSR, vocab_size: int) -> SparseBatch:
     from spladerunner.sparse import SparseBatch
 
     return SparseBatch(arrays[0], arrays[1], arrays[2], vocab_size)
@@ -291,7 +297,7 @@ def csr_batch(arrays: tuple[np.ndarray, np.ndarray, np.ndarray], vocab_size: int
 class Spladerunner(Engine):
     LIBRARIES = ("spladerunner.retrieval",)
 
-    def __init__(self, docs, vocab_size, setting):
+    def __init__(self, docs: CSR, vocab_size: int, setting: dict[str, Any]):
         from spladerunner.retrieval import SparseIndex
 
         super().__init__(docs, vocab_size, setting)
@@ -299,21 +305,21 @@ class Spladerunner(Engine):
         self.index.add_vectors(csr_batch(docs, vocab_size))
         self.index.compact()  # merges the pending documents: part of the build, not of the first search
 
-    def search(self, queries, k, threads):
+    def search(self, queries: CSR, k: int, threads: int) -> Lists:
         results = self.index.search(csr_batch(queries, self.vocab_size), k=k, threads=threads)
         docs, best = np.full((len(results), k), -1, dtype=np.int64), np.zeros((len(results), k))
         for row, (ids, scores) in enumerate(zip(results.ids, results.scores)):
             docs[row, :len(ids)], best[row, :len(ids)] = np.array(ids, dtype=np.int64), scores
         return docs, best
 
-    def save(self, folder):
+    def save(self, folder: Path) -> Path:
         return self.index.save(folder / "index")
 
 
 class SpladeIndex(Engine):
     LIBRARIES = ("splade_index", "splade_index.numba.retrieve_utils")
 
-    def __init__(self, docs, vocab_size, setting):
+    def __init__(self, docs: CSR, vocab_size: int, setting: dict[str, Any]):
         import scipy.sparse
         from splade_index import SPLADE
 
@@ -325,7 +331,7 @@ class SpladeIndex(Engine):
                              "indptr": csc.indptr.astype(np.int32), "num_docs": self.n_docs}
         self.model.vocab_dict, self.model.document_ids = {}, np.arange(self.n_docs)
 
-    def search(self, queries, k, threads):
+    def search(self, queries: CSR, k: int, threads: int) -> Lists:
         from splade_index.numba.retrieve_utils import _retrieve_numba_functional
 
         rows = query_rows(queries)
@@ -334,7 +340,7 @@ class SpladeIndex(Engine):
         docs = np.where(scores > 0, docs, -1)  # it fills k slots: documents scoring 0 are no hits
         return docs, np.where(scores > 0, scores, 0.0)
 
-    def save(self, folder):
+    def save(self, folder: Path) -> Path:
         self.model.save(folder / "index")
         return folder / "index"
 
@@ -343,7 +349,7 @@ class Scipy(Engine):
     LIBRARIES = ("scipy.sparse",)
     CHUNK = 32  # queries per product: bounds the score matrix (a query reaches most of a large corpus)
 
-    def __init__(self, docs, vocab_size, setting):
+    def __init__(self, docs: CSR, vocab_size: int, setting: dict[str, Any]):
         import scipy.sparse
 
         super().__init__(docs, vocab_size, setting)
@@ -353,7 +359,7 @@ class Scipy(Engine):
         self.terms = matrix.T.tocsr()  # term -> documents (the CSC of D): Q @ D.T is then CSR @ CSR
         self.dtype = dtype
 
-    def search(self, queries, k, threads):
+    def search(self, queries: CSR, k: int, threads: int) -> Lists:
         import scipy.sparse
 
         q = scipy.sparse.csr_matrix((np.asarray(queries[2], dtype=self.dtype), queries[1], queries[0]),
@@ -366,7 +372,7 @@ class Scipy(Engine):
                 parts = list(pool.map(lambda part: top_rows(part @ self.terms, k), chunks))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def save(self, folder):
+    def save(self, folder: Path) -> Path:
         import scipy.sparse
 
         scipy.sparse.save_npz(folder / "index.npz", self.terms, compressed=False)
@@ -376,7 +382,7 @@ class Scipy(Engine):
 class Seismic(Engine):
     LIBRARIES = ("seismic",)
 
-    def __init__(self, docs, vocab_size, setting):
+    def __init__(self, docs: CSR, vocab_size: int, setting: dict[str, Any]):
         from seismic import SeismicDataset, SeismicIndex
 
         super().__init__(docs, vocab_size, setting)
@@ -390,7 +396,7 @@ class Seismic(Engine):
         self.index = SeismicIndex.build_from_dataset(dataset, num_threads=len(os.sched_getaffinity(0)))
         del dataset
 
-    def search(self, queries, k, threads):
+    def search(self, queries: CSR, k: int, threads: int) -> Lists:
         from seismic import get_seismic_string
 
         string = get_seismic_string()
@@ -410,7 +416,7 @@ class Seismic(Engine):
             best[row, :len(hits)] = [h[1] for h in hits]
         return docs, best
 
-    def save(self, folder):
+    def save(self, folder: Path) -> Path:
         self.index.save(str(folder / "index"))
         return folder
 
@@ -485,22 +491,19 @@ def run_child(job: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- checks
 
 
-def load_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_lists(path: Path) -> Lists:
     with np.load(path) as data:
         return data["arr_0"], data["arr_1"]
 
 
-def exact_score(docs: tuple[np.ndarray, np.ndarray, np.ndarray], doc: int, terms: np.ndarray,
-                weights: np.ndarray) -> float:
+def exact_score(docs: CSR, doc: int, terms: np.ndarray, weights: np.ndarray) -> float:
     """Dot product of document `doc` with one query, in float64."""
     a, b = int(docs[0][doc]), int(docs[0][doc + 1])
-    common, mine, theirs = np.intersect1d(np.asarray(docs[1][a:b]), terms, assume_unique=True, return_indices=True)
+    _, mine, theirs = np.intersect1d(np.asarray(docs[1][a:b]), terms, assume_unique=True, return_indices=True)
     return float(np.dot(np.asarray(docs[2][a:b], dtype=np.float64)[mine], weights.astype(np.float64)[theirs]))
 
 
-def mismatches(reference: tuple[np.ndarray, np.ndarray], found: tuple[np.ndarray, np.ndarray], k: int,
-               docs: tuple[np.ndarray, np.ndarray, np.ndarray],
-               queries: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[int, int]:
+def mismatches(reference: Lists, found: Lists, k: int, docs: CSR, queries: CSR) -> tuple[int, int]:
     """(queries breaking the identity rule of the module docstring, queries whose lists are identical in order)."""
     ref_docs, ref_scores = reference[0][:, :k], reference[1][:, :k]
     rows = query_rows(queries)
