@@ -20,12 +20,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("DISABLE_TQDM", "1")  # bm25s progress bars
 
 import numpy as np
 
+from benchmarks.report import publish
 from benchmarks.texts import SHARED, TOKENIZER
 from spladerunner.adapters import read_impact_queries
 from spladerunner.bm25 import BM25Encoder
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(benchmarks/RESULTS-search.md for a full run)")
     args = parser.parse_args(argv)
     report: list[str] = []
-
-    def emit(text: str) -> None:
-        print(text)
-        report.append(text)
+    emit = report.append
 
     if not TOKENIZER.is_file():
         print(f"skipped: {TOKENIZER} not found", file=sys.stderr)
@@ -236,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     emit(markdown_table(precision_rows(encoded["msmarco-subset"][1], queries, scifact, k, repeat)))
     emit(f"\n## One shared index searched concurrently (msmarco-subset, k={k}; speed-up over 1 thread)\n")
     emit(markdown_table(thread_rows(encoded["msmarco-subset"][1], queries, k, repeat)))
-    if args.output:
-        Path(args.output).write_text("\n".join(report) + "\n", encoding="utf-8")
+    publish("\n".join(report), args.output)
     return 0
 
 

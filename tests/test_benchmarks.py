@@ -118,3 +118,32 @@ def test_quality_smoke_run_matches_sentence_transformers_at_fp32() -> None:
         ours, theirs = rows[f"{corpus}: spladerunner fp32"], rows[f"{corpus}: sentence-transformers (torch fp32)"]
         assert ours[:3] == theirs[:3] and float(ours[0]) > 0.5  # nDCG@10, MRR@10, recall@100
         assert abs(float(rows[f"{corpus}: built-in splade-tiny (spladerunner int8)"][0]) - float(ours[0])) < 0.05
+
+
+def test_publish_mirrors_each_companion_report_into_results_md(tmp_path: Path) -> None:
+    from benchmarks.report import publish
+
+    (tmp_path / "RESULTS.md").write_text("# Benchmark results\n\nmain body\n", encoding="utf-8")
+    publish("# Search (first run)\n\n## Table\n\n| a |\n", tmp_path / "RESULTS-search.md")
+    publish("# Serverless\n\nfigures\n", tmp_path / "RESULTS-serverless.md")
+    publish("# Search (second run)\n\nnew figures\n", tmp_path / "RESULTS-search.md")  # replaced in place
+    text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert text.startswith("# Benchmark results\n\nmain body\n")
+    assert text.count("<!-- begin RESULTS-search.md") == 1 and text.count("<!-- end RESULTS-search.md -->") == 1
+    assert "first run" not in text and "## Search (second run)\n\nnew figures" in text  # headings one level down
+    assert text.index("RESULTS-search.md") < text.index("RESULTS-serverless.md")  # kept its place
+    assert (tmp_path / "RESULTS-search.md").read_text(encoding="utf-8") == "# Search (second run)\n\nnew figures\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # written through temporary files renamed into place
+
+
+def test_results_writer_keeps_the_mirrored_reports(tmp_path: Path) -> None:
+    from benchmarks import run
+    from benchmarks.report import publish
+
+    publish("# Retrieval at scale\n\nfigures\n", tmp_path / "RESULTS-retrieval-scale.md")
+    assert run.main(["--from-json", str(REPO / "benchmarks" / "results.json"), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert "## Document throughput" in text  # the main report was written...
+    assert text.count("<!-- begin RESULTS-retrieval-scale.md") == 1 and "## Retrieval at scale\n\nfigures" in text
+    assert run.main(["--from-json", str(REPO / "benchmarks" / "results.json"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "RESULTS.md").read_text(encoding="utf-8") == text  # ...and rewritten without losing it
