@@ -235,16 +235,22 @@ class PostingsIndex:
         old = self._postings
         terms, counts, columns = self._new_postings(batch)
         n_new = len(counts)
-        slots = np.repeat(np.arange(old.n_slots, old.n_slots + n_new, dtype=np.int32), counts)
         ptr_b, order = group_by_term(terms, self.vocab_size)
+        del terms  # peak memory: an index of a million documents holds hundreds of millions of postings
+        slots = np.repeat(np.arange(old.n_slots, old.n_slots + n_new, dtype=np.int32), counts)
         ptr_a = old.term_ptr
         term_ptr = ptr_a + ptr_b
-        # New slots all follow the old ones: old posting j of term t moves to j + ptr_b[t], new posting j of
-        # term t goes to j + ptr_a[t + 1], so each term's slots stay ascending without a sort.
-        dest_a = np.arange(len(old.slots)) + np.repeat(ptr_b[:-1], np.diff(ptr_a))
-        dest_b = np.arange(len(order)) + np.repeat(ptr_a[1:], np.diff(ptr_b))
+        if len(old.slots):
+            # New slots all follow the old ones: old posting j of term t moves to j + ptr_b[t], new posting j
+            # of term t goes to j + ptr_a[t + 1], so each term's slots stay ascending without a sort.
+            dest_a = np.repeat(ptr_b[:-1], np.diff(ptr_a))
+            dest_a += np.arange(len(old.slots))
+            dest_b = np.repeat(ptr_a[1:], np.diff(ptr_b))
+            dest_b += np.arange(len(order))
 
         def place(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            if not len(a):  # the first documents: grouping them by term is all there is to do
+                return b[order]
             merged = np.empty((int(term_ptr[-1]), *a.shape[1:]), dtype=a.dtype)
             merged[dest_a], merged[dest_b] = a, b[order]
             return merged

@@ -133,6 +133,8 @@ class SparseIndex(PostingsIndex):
         else:
             weights = batch.values.astype(WEIGHT_DTYPES[self.precision], copy=False)
         keep = weights > 0  # weights that round or underflow to 0 would only cost space
+        if keep.all():
+            return batch.indices, batch.nnz, {"weights": weights}
         rows = np.repeat(np.arange(len(batch)), batch.nnz)[keep]
         return batch.indices[keep], np.bincount(rows, minlength=len(batch)), {"weights": weights[keep]}
 
