@@ -17,6 +17,15 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+def check_norm(norm: float) -> float:
+    """A length normalisation exponent (`window_norm`): a finite number >= 0."""
+    if isinstance(norm, bool) or not isinstance(norm, numbers.Real):
+        raise InputTypeError(f"window_norm must be a number, got {type(norm).__name__}")
+    if not math.isfinite(norm) or norm < 0:
+        raise InputError(f"window_norm must be a finite number >= 0, got {norm!r}")
+    return float(norm)
+
+
 def check_count(name: str, value: int, minimum: int = 1) -> int:
     """A positive integer argument (not a bool, not a float), as int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
