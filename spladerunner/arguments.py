@@ -10,20 +10,16 @@ from .errors import InputError, InputTypeError
 
 
 def check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise InputTypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not math.isfinite(threshold) or threshold < 0:
-        raise InputError(f"threshold must be a finite number >= 0 (weights are never negative), got {threshold!r}")
-    return float(threshold)
+    return check_nonnegative("threshold", threshold, " (weights are never negative)")
 
 
-def check_norm(norm: float) -> float:
-    """A length normalisation exponent (`window_norm`): a finite number >= 0."""
-    if isinstance(norm, bool) or not isinstance(norm, numbers.Real):
-        raise InputTypeError(f"window_norm must be a number, got {type(norm).__name__}")
-    if not math.isfinite(norm) or norm < 0:
-        raise InputError(f"window_norm must be a finite number >= 0, got {norm!r}")
-    return float(norm)
+def check_nonnegative(name: str, value: float, why: str = "") -> float:
+    """A finite real number >= 0 (not a bool), as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a finite number >= 0{why}, got {value!r}")
+    return float(value)
 
 
 def check_count(name: str, value: int, minimum: int = 1) -> int:

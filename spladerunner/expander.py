@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import legacy
-from .arguments import check_count, check_norm, check_threshold
+from .arguments import check_count, check_nonnegative, check_threshold
 from .errors import GraphLayoutError, InputError, InputTypeError
 from .graph_scan import position_table_size
 from .integrity import verify_graph
@@ -235,7 +235,7 @@ class Expander:
         self.window_stride = self._stride(long_documents, window_stride, query=False)
         if window_norm is not None and long_documents != "windows":
             raise InputError("window_norm applies to long_documents='windows' only")
-        self.window_norm = DEFAULT_WINDOW_NORM if window_norm is None else check_norm(window_norm)
+        self.window_norm = DEFAULT_WINDOW_NORM if window_norm is None else check_nonnegative("window_norm", window_norm)
 
     @property
     def _derived(self) -> bool:
