@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {label: corpus.row(vectors) for label, vectors in truncated.items()}
     compared = {}
     for label, windows in layouts.items():
-        candidates = {"max (today)": windows.reduce(),
+        candidates = {"plain max": windows.reduce(),
                       "mean": windows.reduce(lambda docs, numbers, count=windows.count: 1.0 / count[docs], how="sum"),
                       "max(first, 0.5 x rest)": windows.reduce(lambda docs, numbers: np.where(numbers == 0, 1.0, 0.5)),
                       "max / windows^0.25": windows.reduce(lambda docs, numbers, count=windows.count:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, vectors in candidates.items():
             rows[f"{label}: {name}"] = corpus.row(vectors)
             print(f"{label}: {name}: {rows[f'{label}: {name}']}", file=sys.stderr)
-        compared[f"{label}: max (today)"] = candidates["max (today)"]
+        compared[f"{label}: plain max"] = candidates["plain max"]
         compared[f"{label}: length norm 0.25"] = candidates["length norm 0.25"]
     # The exponent: best mean nDCG@10 on the even queries over both window sizes, then read on the odd ones.
     choice = {f"{norm}": {half: mean(rows[f"{label}: length norm {norm}"][f"ndcg@10 {half}"]
