@@ -10,11 +10,16 @@ from .errors import InputError, InputTypeError
 
 
 def check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise InputTypeError(f"threshold must be a number, got {type(threshold).__name__}")
-    if not math.isfinite(threshold) or threshold < 0:
-        raise InputError(f"threshold must be a finite number >= 0 (weights are never negative), got {threshold!r}")
-    return float(threshold)
+    return check_nonnegative("threshold", threshold, " (weights are never negative)")
+
+
+def check_nonnegative(name: str, value: float, why: str = "") -> float:
+    """A finite real number >= 0 (not a bool), as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a finite number >= 0{why}, got {value!r}")
+    return float(value)
 
 
 def check_count(name: str, value: int, minimum: int = 1) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import legacy
-from .arguments import check_count, check_threshold
+from .arguments import check_count, check_nonnegative, check_threshold
 from .errors import GraphLayoutError, InputError, InputTypeError
 from .graph_scan import position_table_size
 from .integrity import verify_graph
@@ -50,6 +50,11 @@ logger = logging.getLogger("spladerunner")
 
 # How documents longer than the document max length are read: cut there, or in overlapping windows.
 LONG_DOCUMENTS = ("truncate", "windows")
+# Exponent b of the length normalisation of windowed documents: the max over the windows is divided by
+# (document tokens / window tokens) ** b. Chosen on half of SciFact's queries, confirmed on the other half and
+# on both window sizes (benchmarks/RESULTS-window-aggregation.md): the plain max (b = 0) lets long documents
+# outrank short ones, since every window adds terms and raises weights.
+DEFAULT_WINDOW_NORM = 0.25
 
 
 # Lone UTF-16 surrogates: Python strings may hold them (decoding with errors="surrogateescape"), tokenizers
@@ -154,6 +159,9 @@ class Expander:
         overlapping windows of that length, each through the model like any text, and takes the element-wise
         max over them (max pooling across windows; max-pooling models only). Queries are always cut.
     window_stride: tokens between the starts of consecutive windows; by default half a window's text tokens.
+    window_norm: b of the windowed documents' length normalisation (default 0.25): their max over windows is
+        divided by (text tokens / a window's text tokens) ** b, as the plain max (0) favours long documents.
+        One value per Expander, so that the vectors of one index share it.
 
     Everything that can be checked is checked at construction, not at the first `expand`: every manifest
     field's type and range, file paths staying inside the folder, each graph's sha256 against the manifest
@@ -171,7 +179,8 @@ class Expander:
                  revision: str | None = None,
                  query_max_length: int | None = None, document_max_length: int | None = None,
                  max_tokens: int = 1024, max_batch_size: int = 64, model_name: str | None = None,
-                 upgrade: bool | None = None, long_documents: str = "truncate", window_stride: int | None = None):
+                 upgrade: bool | None = None, long_documents: str = "truncate", window_stride: int | None = None,
+                 window_norm: float | None = None):
         # SPLADERunner 0.1.6's signature (model_name, max_length, cache_dir): `spladerunner.legacy`.
         model, self._legacy = legacy.resolve(model, model_name=model_name, max_length=max_length,
                                              default=DEFAULT_MODEL)
@@ -224,6 +233,9 @@ class Expander:
         self._check_max_lengths(overridden={mode: value is not None for mode, value in overrides.items()})
         self.long_documents, self.window_stride = long_documents, None
         self.window_stride = self._stride(long_documents, window_stride, query=False)
+        if window_norm is not None and long_documents != "windows":
+            raise InputError("window_norm applies to long_documents='windows' only")
+        self.window_norm = DEFAULT_WINDOW_NORM if window_norm is None else check_nonnegative("window_norm", window_norm)
 
     @property
     def _derived(self) -> bool:
@@ -384,6 +396,7 @@ class Expander:
         windows = np.bincount(encoded.owner, minlength=len(texts))
         remaining = windows.copy()  # windows of each text still to run: a text is done at 0
         windowed = windows[encoded.owner] > 1  # per row: one of several windows of its text
+        factors = self._window_factors(encoded, windows) if windowed.any() else None
         aggregate = WindowMax()
         live = np.flatnonzero(~encoded.blank)
         parts, order = [], []
@@ -397,13 +410,15 @@ class Expander:
                     parts.append(self._collect(outputs, top_k=top_k, threshold=threshold,
                                                truncated=encoded.truncated[rows]))
                     order.append(owners)
-                else:  # threshold per window (a max is above it iff one window is); top_k on the aggregate
+                else:  # windows scaled by their document's factor, then the threshold per window (a max is
+                    # above it iff one window is); top_k on the aggregate
                     if whole.any():
                         parts.append(self._collect({name: out[whole] for name, out in outputs.items()}, top_k=top_k,
                                                    threshold=threshold, truncated=encoded.truncated[rows[whole]]))
                         order.append(owners[whole])
-                    aggregate.add(owners[~whole], self._collect({name: out[~whole] for name, out in outputs.items()},
-                                                                top_k=None, threshold=threshold,
+                    scaled = self._scaled({name: out[~whole] for name, out in outputs.items()},
+                                          factors[owners[~whole]])
+                    aggregate.add(owners[~whole], self._collect(scaled, top_k=None, threshold=threshold,
                                                                 truncated=encoded.truncated[rows[~whole]]))
                 np.subtract.at(remaining, owners, 1)
                 bar.update(int(np.count_nonzero(remaining[np.unique(owners)] == 0)))
@@ -453,6 +468,21 @@ class Expander:
             raise InputError(f"window_stride={stride} exceeds the {room} text tokens of a {length}-token window "
                              f"(document max length): windows would skip tokens")
         return stride
+
+    def _window_factors(self, encoded: Encoded, windows: np.ndarray) -> np.ndarray:
+        """Per text, float32: what its windows' weights are multiplied by, (text tokens / a window's text
+        tokens) ** -window_norm for a windowed document, 1 for any other text (`window_norm`)."""
+        room = self.max_length["document"] - self.tokenizer.num_special_tokens_to_add(False)
+        factors = np.ones(len(windows), dtype=np.float32)
+        long = windows > 1
+        factors[long] = (encoded.text_tokens[long] / room) ** -self.window_norm
+        return factors
+
+    @staticmethod
+    def _scaled(outputs: dict[str, np.ndarray], factors: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph outputs with each row's weights times its factor (max over windows commutes with it)."""
+        name = POOLED_OUTPUT if POOLED_OUTPUT in outputs else TOPK_WEIGHTS_OUTPUT
+        return {**outputs, name: outputs[name].astype(np.float32, copy=False) * factors[:, None]}
 
     def _encode(self, texts: list[str], mode: Mode, stride: int | None) -> Encoded:
         return encode(self.tokenizer, texts, self.max_length[mode], stride=stride)

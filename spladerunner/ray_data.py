@@ -46,7 +46,7 @@ except ImportError as exc:  # the optional extra
 from .arguments import check_count, check_threshold
 from .documents import check_vectors
 from .errors import InputError
-from .expander import Expander, check_texts
+from .expander import DEFAULT_WINDOW_NORM, Expander, check_texts
 from .integrity import file_sha256
 from .loading import DEFAULT_MODEL
 from .readers import Format, detect_format, parse_json_object, record_id
@@ -370,6 +370,9 @@ def expand_corpus(path: str | Path, out: str | Path, model: str | Path = DEFAULT
     text_fields = _text_columns(text_fields)
     fmt = fmt or detect_format(path)
     out.mkdir(parents=True, exist_ok=True)
+    if expander_options.get("long_documents") == "windows" and expander_options.get("window_norm") is None:
+        # Recorded: shards of the plain max (written before window_norm existed) must not pass for these.
+        expander_options["window_norm"] = DEFAULT_WINDOW_NORM
     options = {"model": str(model), "fmt": fmt, "id_field": id_field, "text_fields": text_fields, "query": query,
                "top_k": top_k, "threshold": threshold, "tokens": tokens,
                # None is each option's default: passing it or not expands alike

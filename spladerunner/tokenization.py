@@ -71,13 +71,15 @@ class Encoded:
     A row is a text, or one token window of a long text (`encode(..., stride=)`); `owner` maps rows to
     the texts they come from (None: row i is text i). A blank text (empty, whitespace, control characters
     only: nothing left once tokenised) has one row and carries no content; the expander gives it an empty
-    vector without running it through the model.
+    vector without running it through the model. `text_tokens` (per text, when known) counts each text's
+    tokens before any cut, special tokens excluded: the length a windowed document is normalised by.
     """
 
     ids: list[Sequence[int]]
     truncated: np.ndarray
     blank: np.ndarray | None = None
     owner: np.ndarray | None = None
+    text_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.blank is None:
@@ -91,7 +93,8 @@ class Encoded:
 
     def subset(self, rows: np.ndarray) -> Encoded:
         """These rows only, in this order (owners kept)."""
-        return Encoded([self.ids[r] for r in rows.tolist()], self.truncated[rows], self.blank[rows], self.owner[rows])
+        return Encoded([self.ids[r] for r in rows.tolist()], self.truncated[rows], self.blank[rows], self.owner[rows],
+                       self.text_tokens)
 
 
 def window_starts(length: int, room: int, stride: int) -> range | list[int]:
@@ -170,10 +173,13 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, strid
                                        add_special_tokens=False)
     ids: list[Sequence[int]] = []
     truncated, blank, owner = [], [], []
+    text_tokens = np.zeros(len(texts), dtype=np.int64)
     for text, encoding in enumerate(encodings):
         encodings[text] = None  # free each text's tokenizer output once read (long documents)
+        text_tokens[text] = len(encoding.ids)
         if text in pieces or (frame is not None and len(encoding.ids) > room):
             tokens = piece_ids(tokenizer, texts[text]) if text in pieces else np.array(encoding.ids, dtype=np.int64)
+            text_tokens[text] = len(tokens)
             for start in window_starts(len(tokens), room, stride):
                 ids.append(np.concatenate([frame[0], tokens[start:start + room], frame[1]]))
                 owner.append(text)
@@ -186,7 +192,8 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int, *, strid
             encoding.truncate(room)
         ids.append(tokenizer.post_process(encoding).ids)
         owner.append(text)
-    return Encoded(ids, np.array(truncated, dtype=bool), np.array(blank, dtype=bool), np.array(owner, dtype=np.int64))
+    return Encoded(ids, np.array(truncated, dtype=bool), np.array(blank, dtype=bool), np.array(owner, dtype=np.int64),
+                   text_tokens)
 
 
 def batches(encoded: Encoded, *, max_tokens: int, max_batch_size: int, pad_id: int) -> Iterator[Batch]:

@@ -208,6 +208,21 @@ def test_a_corpus_resumes_at_shard_granularity(cluster, records, splade_tiny_exp
                                                            "shard-00001.json", "shard-00001.parquet"]
 
 
+def test_windowed_shards_hold_the_expanders_vectors_and_record_the_norm(cluster, records, splade_tiny_export,
+                                                                       tmp_path) -> None:
+    corpus, out = tmp_path / "corpus.jsonl", tmp_path / "out"
+    write_corpus(corpus, records[:8])
+    options = {"precision": "fp32", "document_max_length": 64, "long_documents": "windows"}
+    expand_corpus(corpus, out, splade_tiny_export, shard_size=8, batch_size=4, **options)
+    expander = Expander(splade_tiny_export, **options)
+    expected = expander.expand_batch(texts_of(records[:8]))
+    assert expected.windows.min() > 1
+    ids, vectors = next(read_vectors(out, vocab_size=expander.manifest.vocab_size))
+    assert_rows_equal(ids, vectors, [r["_id"] for r in records[:8]], expected)
+    marker = json.loads((out / "shard-00000.json").read_text())
+    assert marker["options"]["expander_options"]["window_norm"] == "0.25"  # the default, recorded
+
+
 def test_the_command_expands_a_corpus_and_reports_bad_records(cluster, records, splade_tiny_export, expander,
                                                                tmp_path, capsys) -> None:
     from spladerunner.cli import main

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from paths import TOKENIZER_JSON, scifact_passages, scifact_queries
 
-from spladerunner import Expander, InputError, tokenization
+from spladerunner import Expander, InputError, InputTypeError, tokenization
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
 from spladerunner.tokenization import Batch, encode, load_tokenizer, piece_ids, special_frame, window_starts
@@ -24,7 +24,8 @@ TEXTS = LONG + ["", "a short document", "BRCA1 " * 30]
 
 
 def one_by_one(expander: Expander, texts: list[str], stride: int) -> np.ndarray:
-    """The reference: every window of every text run alone (a batch of one, no padding), then the max."""
+    """The reference: every window of every text run alone (a batch of one, no padding), then the max, times
+    (text tokens / window text tokens) ** -window_norm for a text of several windows."""
     encoded = encode(expander.tokenizer, texts, expander.max_length["document"], stride=stride)
     dense = np.zeros((len(texts), expander.manifest.vocab_size), np.float32)
     for ids, owner, blank in zip(encoded.ids, encoded.owner, encoded.blank):
@@ -34,6 +35,11 @@ def one_by_one(expander: Expander, texts: list[str], stride: int) -> np.ndarray:
         outputs = expander.session("document").run(Batch(np.zeros(1, np.int64), ids, np.ones_like(ids)))
         row = expander._collect(outputs, top_k=None, threshold=0.0, truncated=np.zeros(1, bool)).to_dense()[0]
         dense[owner] = np.maximum(dense[owner], row)
+    room = expander.max_length["document"] - 2
+    for text, windows in enumerate(np.bincount(encoded.owner, minlength=len(texts))):
+        if windows > 1:
+            tokens = len(expander.tokenizer.encode(texts[text], add_special_tokens=False).ids)
+            dense[text] *= np.float32((tokens / room) ** -expander.window_norm)
     return dense
 
 
@@ -57,11 +63,12 @@ def test_windows_tile_each_text(max_length, stride):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("max_tokens, max_batch_size", [(1024, 64), (200, 3), (64, 1)])
+@pytest.mark.parametrize("max_tokens, max_batch_size, norm", [(1024, 64, None), (200, 3, 0.0), (64, 1, 0.6)])
 def test_splade_tiny_windows_equal_the_max_over_windows_one_by_one(splade_tiny_export, precision, max_tokens,
-                                                                     max_batch_size):
+                                                                     max_batch_size, norm):
     expander = Expander(splade_tiny_export, precision=precision, document_max_length=128, long_documents="windows",
-                        window_stride=50, max_tokens=max_tokens, max_batch_size=max_batch_size)
+                        window_stride=50, max_tokens=max_tokens, max_batch_size=max_batch_size, window_norm=norm)
+    assert expander.window_norm == (0.25 if norm is None else norm)
     batch = expander.expand_batch(TEXTS)
     np.testing.assert_allclose(batch.to_dense(), one_by_one(expander, TEXTS, 50), rtol=0, atol=1e-5)
     assert batch.windows[:len(LONG)].min() > 1 and batch.windows[len(LONG):].tolist() == [1, 1, 1]
@@ -121,6 +128,13 @@ def test_window_options_are_checked(splade_tiny_export, tiny_bert_export, tmp_pa
         Expander(splade_tiny_export, long_documents="windows", window_stride=255)
     with pytest.raises(InputError, match="window_stride applies to long_documents='windows' only"):
         Expander(splade_tiny_export, window_stride=10)
+    with pytest.raises(InputError, match="window_norm applies to long_documents='windows' only"):
+        Expander(splade_tiny_export, window_norm=0.5)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="window_norm must be a finite number >= 0"):
+            Expander(splade_tiny_export, long_documents="windows", window_norm=bad)
+    with pytest.raises(InputTypeError, match="window_norm must be a number, got str"):
+        Expander(splade_tiny_export, long_documents="windows", window_norm="0.5")
     expander = Expander(splade_tiny_export)
     with pytest.raises(InputError, match="window_stride must be an integer >= 1"):
         expander.expand("text", long_documents="windows", window_stride=0)
@@ -189,16 +203,20 @@ def test_cli_expand_index_and_eval_take_windows(splade_tiny_export, tmp_path, ca
                                                 for i, q in enumerate(scifact_queries(0, 3))))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\nq2\td2\t1\n")
     assert main(["index", str(beir / "corpus.jsonl"), str(tmp_path / "index"), *model, "--windows",
-                 "--window-stride", "100"]) == 0
+                 "--window-stride", "100", "--window-norm", "0"]) == 0
     index = SparseIndex.load(tmp_path / "index")
     assert index.metadata["long_documents"] == "windows" and index.metadata["window_stride"] == 100
-    np.testing.assert_allclose(index.to_batch().to_dense(), expected.to_dense(), rtol=0, atol=1e-6)
+    assert index.metadata["window_norm"] == 0.0
+    plain_max = Expander(splade_tiny_export, precision="fp32", long_documents="windows", window_stride=100,
+                         window_norm=0)
+    np.testing.assert_allclose(index.to_batch().to_dense(), plain_max.expand_batch(LONG).to_dense(), rtol=0, atol=1e-6)
     capsys.readouterr()
     assert main(["eval", str(beir), *model, "--windows", "--index", str(tmp_path / "eval-index")]) == 0
-    assert "| windows, stride 127 |" in capsys.readouterr().out
+    assert "| windows, stride 127, norm 0.25 |" in capsys.readouterr().out
     assert SparseIndex.load(tmp_path / "eval-index").metadata["window_stride"] == 127  # the default: 254 // 2
-    assert main(["expand", str(texts), *model, "--window-stride", "100"]) == 1
-    assert "--window-stride needs --windows" in capsys.readouterr().err
+    for option in ("--window-stride", "--window-norm"):
+        assert main(["expand", str(texts), *model, option, "1"]) == 1
+        assert f"{option} needs --windows" in capsys.readouterr().err
 
 
 def test_very_long_texts_are_tokenised_in_pieces_to_the_same_ids(monkeypatch):

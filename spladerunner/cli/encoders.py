@@ -32,21 +32,29 @@ def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
-    """--windows / --window-stride for the commands that expand documents (`expand`, `index`, `eval`)."""
+    """--windows / --window-stride / --window-norm for the commands that expand documents (`expand`, `index`,
+    `eval`)."""
     parser.add_argument("--windows", action="store_true",
                         help="read documents longer than the max length as overlapping token windows, their vector "
-                             "the max over the windows (default: cut them at the max length; queries always are)")
+                             "the max over the windows, length-normalised (default: cut them at the max length; "
+                             "queries always are)")
     parser.add_argument("--window-stride", type=int, default=None, metavar="N",
                         help="with --windows: tokens between window starts (default: half a window's text tokens)")
+    parser.add_argument("--window-norm", type=float, default=None, metavar="B",
+                        help="with --windows: a windowed document's max is divided by (its tokens / a window's "
+                             "tokens) ** B (default: the Expander's window_norm; 0: the plain max)")
 
 
 def window_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Expander's long-document keywords from --windows / --window-stride (absent on `search`); none
-    without --windows, so settings recorded elsewhere (ray shards) stay those of a plain run."""
-    windows, stride = getattr(args, "windows", False), getattr(args, "window_stride", None)
-    if stride is not None and not windows:
-        raise InputError("--window-stride needs --windows")
-    return {"long_documents": "windows", "window_stride": stride} if windows else {}
+    """The Expander's long-document keywords from --windows / --window-stride / --window-norm (absent on
+    `search`); none without --windows, so settings recorded elsewhere (ray shards) stay those of a plain run."""
+    windows = getattr(args, "windows", False)
+    given = {"stride": getattr(args, "window_stride", None), "norm": getattr(args, "window_norm", None)}
+    for name, value in given.items():
+        if value is not None and not windows:
+            raise InputError(f"--window-{name} needs --windows")
+    return {"long_documents": "windows", "window_stride": given["stride"],
+            "window_norm": given["norm"]} if windows else {}
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +103,8 @@ def encoder_metadata(args: argparse.Namespace, documents: Any) -> dict[str, Any]
         meta = {"encoder": "model", "model": str(source.folder.resolve()) if source.is_local else source.name,
                 "precision": documents.precision}
         if documents.long_documents == "windows":
-            meta.update(long_documents="windows", window_stride=documents.window_stride)
+            meta.update(long_documents="windows", window_stride=documents.window_stride,
+                        window_norm=documents.window_norm)
     if args.idf_queries:
         meta["idf_queries"] = str(Path(args.idf_queries).resolve())
     return meta

@@ -102,7 +102,7 @@ def system(args: argparse.Namespace, index: Any, queries: Any) -> dict[str, Any]
     row = {"encoder": encoder, "model": meta.get("model"), "precision": meta.get("precision"),
            "weights": index.precision}
     if meta.get("long_documents") == "windows":  # documents read whole, as windows (--windows)
-        row["documents"] = f"windows, stride {meta['window_stride']}"
+        row["documents"] = f"windows, stride {meta['window_stride']}, norm {meta.get('window_norm', 0.0)}"
     if isinstance(queries, Expander):
         used = encoder_metadata(args, queries)
         if (used["model"], used["precision"]) != (row["model"], row["precision"]):
