@@ -37,13 +37,9 @@ float16 is exact on its rounded weights, so it is shown with recall against the 
     python -m benchmarks.retrieval_scale --docs 100000 --queries 1000                    # development
     python -m benchmarks.retrieval_scale --smoke                                         # seconds, CI
 
-Time and memory of a full run on 2 cores (from 100k and 300k runs on a busy machine, scaled): the 1M corpus is
-built in about 1 minute; Seismic's build (k-means over its pruned posting lists) takes longest: 5 minutes at
-100k documents, 12 at 300k (3.1 GB RSS), so expect 15-30 at 1M; scipy and today's numpy SparseIndex take
-1-2 minutes per pass over the 6,980 queries at 1M (4 passes each). `--systems` leaves systems out,
-`--queries N` uses the first N.
-splade-tiny documents carry ~190 terms on average, so 1M documents hold ~190M postings; the largest child is
-today's SparseIndex build, ~50 bytes per posting at its peak (~9.5 GB at 1M), the brute force ~5 GB.
+A full run takes about half an hour on 2 cores (its header records when it ran; Seismic's build and scipy's
+passes take longest) and needs about 9 GB of RAM at its peak (the largest child). `--systems` leaves systems
+out, `--queries N` uses the first N.
 Vectors, templates and synthetic corpora are cached in --cache-dir; top-k lists go to --work (kept if given).
 """
 

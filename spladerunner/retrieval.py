@@ -44,6 +44,7 @@ WEIGHT_DTYPES = {"float32": np.float32, "float16": np.float16, "impact": np.uint
 WEIGHT_STORAGES = tuple(WEIGHT_DTYPES)
 # "auto": the compiled kernel when numba is installed (the `fast` extra), else numpy; both give the same results.
 KERNELS = ("auto", "numba", "numpy")
+POSTINGS_PER_THREAD = 1 << 18
 
 
 @cache
@@ -173,11 +174,13 @@ class SparseIndex(PostingsIndex):
                threads: int | None = None) -> SearchResults:
         """Top-k documents per query by dot product; texts are encoded with the index's encoder.
 
-        threads: how many threads share a batch of queries (default: the CPUs this process may use).
+        threads: at most this many threads share a batch of queries (default: the CPUs this process may
+        use); a batch too small to repay a thread hand-off runs on the calling thread.
         """
         if not isinstance(queries, SparseBatch):
             queries = self._encode_queries(queries)
         check_vectors(queries, "query", self.vocab_size)
+        n_threads = self._threads_for(queries, usable_cpus() if threads is None else check_count("threads", threads))
         if self._compiled():
             from . import compiled_search
 
@@ -191,13 +194,24 @@ class SparseIndex(PostingsIndex):
                     best /= self.impact_scale
                 return slots, best
 
-            # Several chunks per thread even out queries of unequal cost; one query costs no thread hand-off.
-            n_threads = usable_cpus() if threads is None else check_count("threads", threads)
+            # Several chunks per thread even out queries of unequal cost.
             chunk = max(1, -(-len(queries) // (4 * n_threads)))
             return self._search_postings(len(queries), k, score, threads=n_threads, chunk_queries=chunk)
         return self._search_postings(len(queries), k,
                                      lambda postings, start, stop, k: self._score(postings, queries, start, stop, k),
-                                     threads=threads)
+                                     threads=n_threads)
+
+    def _threads_for(self, queries: SparseBatch, threads: int) -> int:
+        """Threads worth starting for `queries`: one per `POSTINGS_PER_THREAD` postings they reach, at most `threads`.
+
+        Starting a pool costs about what scoring a few hundred thousand postings does, so a batch of queries
+        over a small index, or a single query, is faster on the calling thread alone.
+        """
+        if threads == 1 or self._postings is None:
+            return 1
+        postings = self._snapshot()
+        reach = int((postings.term_ptr[queries.indices + 1] - postings.term_ptr[queries.indices]).sum())
+        return max(1, min(threads, reach // POSTINGS_PER_THREAD))
 
     def _score(self, postings: Postings, queries: SparseBatch, start: int, stop: int,
                k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,9 +35,12 @@ def same(a: SearchResults, b: SearchResults) -> None:
 
 @pytest.fixture(scope="module")
 def many_blocks() -> tuple[SparseBatch, SparseBatch]:
-    """More documents than two of the kernel's blocks, so postings cross block boundaries; tied weights."""
+    """More documents than two of the kernel's blocks, so postings cross block boundaries; tied weights.
+
+    The queries reach enough postings (~1.2M) for a search to use 3 threads.
+    """
     rng = np.random.default_rng(7)
-    return corpus(rng, 2 * compiled_search.BLOCK + 1234, 6, integer=True), corpus(rng, 40, 5, integer=True)
+    return corpus(rng, 2 * compiled_search.BLOCK + 1234, 6, integer=True), corpus(rng, 120, 5, integer=True)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float16", "impact"])
@@ -47,6 +50,7 @@ def test_numba_equals_numpy_bit_for_bit_across_blocks_with_ties_and_deletions(ma
     for index in indexes.values():
         index.add_vectors(docs)
         index.delete([str(i) for i in range(0, len(docs), 5)])
+    assert indexes["numba"]._threads_for(queries, 3) == 3
     for k in (1, 10, 700):
         numpy_results = indexes["numpy"].search(queries, k=k)
         same(indexes["numba"].search(queries, k=k, threads=1), numpy_results)
@@ -84,6 +88,7 @@ def test_concurrent_searches_from_many_threads_agree(many_blocks) -> None:
     index = SparseIndex(kernel="numba")
     index.add_vectors(docs)
     expected = index.search(queries, k=10, threads=1)
+    assert index._threads_for(queries, 2) == 2  # each search also spreads its batch over threads
     results: list[SearchResults] = []
     workers = [threading.Thread(target=lambda: results.append(index.search(queries, k=10))) for _ in range(4)]
     for worker in workers:
