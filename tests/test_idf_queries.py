@@ -71,7 +71,7 @@ from spladerunner.retrieval import SparseIndex
 encoder = IdfQueryEncoder({str(TOKENIZER_JSON)!r}, {str(IDF)!r})
 batch = encoder.expand_batch(["inference free query"])
 assert len(batch[0]) > 0
-index = SparseIndex(encoder)
+index = SparseIndex(encoder, kernel="numpy")  # numba (the [fast] kernel) imports scipy itself
 index.add_vectors(batch)
 index.search(["free query"])
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("onnxruntime", "torch", "scipy")))
