@@ -1,11 +1,11 @@
 """Exact top-k search over postings compiled with numba (the `fast` extra): the numpy path's results, faster.
 
 The numpy path (`SparseIndex._score`) gathers every posting a query touches into temporaries, sums them
-into a corpus-wide score row and selects from it. This kernel walks the same postings in place instead:
-documents are taken in blocks small enough that a block's float64 scores stay in the core's cache, each
-query term's postings are consumed block by block (slots ascend within a term, so one cursor per term
-suffices), and each block's scores feed a k-sized heap as they are cleared. Nothing corpus-sized is
-allocated per query, and the kernel releases the GIL, so threads scale.
+into a corpus-wide score row and selects from it. This kernel walks the same postings in place instead,
+one block of documents at a time (the postings' own blocks, see `postings`): for each query term it adds
+that block's segment of the term's postings into the block's float64 scores, which stay in the core's
+cache, and then collects the scores that beat the k-th best so far as it clears them. Nothing corpus-sized is allocated
+per query, and the kernel releases the GIL, so threads scale.
 
 Results are identical to the numpy path, bit for bit: every score is the same float64 sum taken in the same
 order (query terms in order, the weight widened exactly to float64 times the query weight), and ties go
@@ -18,148 +18,120 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-# Documents per block: 32,768 float64 scores are 256 KiB, which stays in a core's L2 cache.
-BLOCK = 1 << 15
+from .postings import BLOCK
+
+SCAN = 256  # scores tested at once for a candidate (BLOCK is a multiple)
+
+# Every float16 bit pattern's value (exact in float32): numba has no float16 arithmetic, and a lookup beats
+# decoding the bits.
+FLOAT16_VALUES = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
-def weight_value(weights: np.ndarray, at: int, powers: np.ndarray) -> float:
+def weight_value(weights: np.ndarray, at: int, float16_values: np.ndarray) -> float:
     """Posting `at`'s weight as float64 (compiled per weight storage by the overload below)."""
     raise NotImplementedError("only called from compiled code")
 
 
 @overload(weight_value, jit_options={"nogil": True})
-def _weight_value(weights, at, powers):  # numba matches these names; annotations would have to match too
+def _weight_value(weights, at, float16_values):  # numba matches these names; annotations would have to match too
     if weights.dtype == types.int16:  # float16 bit patterns (see `search`)
-        def float16_value(weights, at, powers):
-            # Exactly (implicit 1 + mantissa) x 2^(exponent - 25); subnormals have no implicit 1 (exponent
-            # field 0). Weights are > 0, so the sign bit is clear; inf and NaN are never stored.
-            bits = np.int64(weights[at])
-            exponent = bits >> 10
-            mantissa = bits & 0x3FF
-            if exponent:
-                mantissa += 1024
-            return mantissa * powers[exponent]
-        return float16_value
-    return lambda weights, at, powers: np.float64(weights[at])
+        return lambda weights, at, float16_values: np.float64(float16_values[np.uint64(np.uint16(weights[at]))])
+    return lambda weights, at, float16_values: np.float64(weights[at])
 
 
 @njit(nogil=True, cache=True)
-def sift_down(heap_scores: np.ndarray, heap_slots: np.ndarray, size: int, at: int) -> None:
-    # Min-heap on (score, -slot): the root is the worst kept hit (lowest score, then highest slot).
-    score, slot = heap_scores[at], heap_slots[at]
-    while True:
-        child = 2 * at + 1
-        if child >= size:
-            break
-        right = child + 1
-        if right < size and (heap_scores[right] < heap_scores[child] or (
-                heap_scores[right] == heap_scores[child] and heap_slots[right] > heap_slots[child])):
-            child = right
-        if heap_scores[child] < score or (heap_scores[child] == score and heap_slots[child] > slot):
-            heap_scores[at], heap_slots[at] = heap_scores[child], heap_slots[child]
-            at = child
-        else:
-            break
-    heap_scores[at], heap_slots[at] = score, slot
+def keep_best(scores: np.ndarray, slots: np.ndarray, count: int, k: int) -> tuple[int, float]:
+    """Shrink `count` candidates (in slot order) to the k best, ties to the lower slot, keeping slot order.
+
+    Returns (candidates kept, the k-th best score: from now on only higher scores can enter).
+    """
+    kth = np.partition(scores[:count], count - k)[count - k]
+    ties = k
+    for i in range(count):
+        if scores[i] > kth:
+            ties -= 1
+    kept = 0
+    for i in range(count):
+        score = scores[i]
+        if score > kth or (score == kth and ties > 0):
+            if score == kth:
+                ties -= 1
+            scores[kept], slots[kept] = score, slots[i]
+            kept += 1
+    return kept, kth
 
 
 @njit(nogil=True, cache=True)
 def _search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.ndarray,
-           term_ptr: np.ndarray, slots: np.ndarray, weights: np.ndarray,
-           dead: np.ndarray, n_docs: int, block: int, out_slots: np.ndarray, out_scores: np.ndarray) -> None:
-    powers = np.empty(32)
-    powers[0] = 2.0 ** -24
-    for exponent in range(1, 32):
-        powers[exponent] = 2.0 ** (exponent - 25)
+           segment_ptr: np.ndarray, offsets: np.ndarray, weights: np.ndarray, float16_values: np.ndarray,
+           dead: np.ndarray, n_docs: int, out_slots: np.ndarray, out_scores: np.ndarray) -> None:
     k = out_slots.shape[1]
-    scores = np.zeros(min(block, max(n_docs, 1)))
-    max_terms = 0
+    n_blocks = max(1, (n_docs + BLOCK - 1) // BLOCK)
+    scores = np.zeros(min(BLOCK, (n_docs + SCAN - 1) // SCAN * SCAN))
+    candidate_scores = np.empty(max(4 * k, 1024))
+    candidate_slots = np.empty(len(candidate_scores), np.int64)
     for q in range(len(query_ptr) - 1):
-        max_terms = max(max_terms, query_ptr[q + 1] - query_ptr[q])
-    cursor = np.empty(max_terms, np.int64)
-    heap_scores = np.empty(k)
-    heap_slots = np.empty(k, np.int64)
-    for q in range(len(query_ptr) - 1):
-        first, n_terms = query_ptr[q], query_ptr[q + 1] - query_ptr[q]
-        for i in range(n_terms):
-            cursor[i] = term_ptr[query_terms[first + i]]
-        size = 0
-        for start in range(0, n_docs, block):
-            stop = min(start + block, n_docs)
-            for i in range(n_terms):
-                p, end = cursor[i], term_ptr[query_terms[first + i] + 1]
-                if p == end:
+        count = 0
+        threshold = 0.0
+        for block in range(n_blocks):
+            start = block * BLOCK
+            stop = min(start + BLOCK, n_docs)
+            for i in range(query_ptr[q], query_ptr[q + 1]):
+                segment = query_terms[i] * n_blocks + block
+                weight = query_weights[i]
+                # Unsigned positions: numba wraps negative indexes, a test and a select per access otherwise.
+                for j in range(np.uint64(segment_ptr[segment]), np.uint64(segment_ptr[segment + 1])):
+                    scores[offsets[j]] += weight_value(weights, j, float16_values) * weight
+            # Candidates must beat the k-th best score seen so far; they are kept in slot order and, when the
+            # buffer fills, cut back to the k best (a heap of k would mispredict a branch per level, per hit).
+            for chunk in range(0, stop - start, SCAN):
+                # Most chunks hold no candidate: a test the compiler vectorises (unsigned positions, as above),
+                # then the scalar walk only on a hit. The score buffer's length is a multiple of SCAN; its tail
+                # past n_docs stays 0.
+                hits = 0
+                for j in range(np.uint64(chunk), np.uint64(chunk + SCAN)):
+                    if scores[j] > threshold:
+                        hits += 1
+                if hits == 0:
                     continue
-                # This block's postings of the term end at the first slot >= stop (binary search): the
-                # loop below then has no exit test of its own, which lets the compiler unroll it.
-                if slots[end - 1] < stop:
-                    block_end = end
-                else:
-                    low, high = p, end - 1
-                    while low < high:
-                        middle = (low + high) // 2
-                        if slots[middle] < stop:
-                            low = middle + 1
-                        else:
-                            high = middle
-                    block_end = low
-                weight = query_weights[first + i]
-                for j in range(p, block_end):
-                    scores[slots[j] - start] += weight_value(weights, j, powers) * weight
-                cursor[i] = block_end
-            # Compare against the heap's worst score rather than 0: once the heap is full few scores pass,
-            # so the branch is predictable; the block is then cleared in one pass.
-            threshold = heap_scores[0] if size == k else 0.0
-            for j in range(stop - start):
-                score = scores[j]
-                if score > threshold:
-                    slot = start + j
-                    if dead.size and dead[slot]:
-                        continue
-                    if size < k:
-                        # Sift up the new hit (slots arrive ascending, so it is worse than an equal score).
-                        at = size
-                        size += 1
-                        while at > 0:
-                            parent = (at - 1) // 2
-                            if heap_scores[parent] >= score:
-                                heap_scores[at], heap_slots[at] = heap_scores[parent], heap_slots[parent]
-                                at = parent
-                            else:
-                                break
-                        heap_scores[at], heap_slots[at] = score, slot
-                        if size == k:
-                            threshold = heap_scores[0]
-                    else:
-                        heap_scores[0], heap_slots[0] = score, slot
-                        sift_down(heap_scores, heap_slots, size, 0)
-                        threshold = heap_scores[0]
-            scores[:stop - start] = 0.0
-        # Pop worst-first into the row from its end: best first, ties by lower slot.
-        for rank in range(k - 1, size - 1, -1):
+                for j in range(np.uint64(chunk), np.uint64(chunk + SCAN)):
+                    score = scores[j]
+                    if score > threshold:
+                        slot = start + np.int64(j)
+                        if dead.size and dead[slot]:
+                            continue
+                        if count == len(candidate_scores):
+                            count, threshold = keep_best(candidate_scores, candidate_slots, count, k)
+                            if score <= threshold:
+                                continue
+                        candidate_scores[count], candidate_slots[count] = score, slot
+                        count += 1
+            scores[:] = 0.0
+        if count > k:
+            count, threshold = keep_best(candidate_scores, candidate_slots, count, k)
+        # Best first; the stable sort keeps equal scores in slot order.
+        order = np.argsort(-candidate_scores[:count], kind="mergesort")
+        for rank in range(count):
+            out_slots[q, rank], out_scores[q, rank] = candidate_slots[order[rank]], candidate_scores[order[rank]]
+        for rank in range(count, k):
             out_slots[q, rank] = -1
             out_scores[q, rank] = 0.0
-        for rank in range(size - 1, -1, -1):
-            out_slots[q, rank], out_scores[q, rank] = heap_slots[0], heap_scores[0]
-            heap_scores[0], heap_slots[0] = heap_scores[rank], heap_slots[rank]
-            sift_down(heap_scores, heap_slots, rank, 0)
 
 
-
-def search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.ndarray, term_ptr: np.ndarray,
-           slots: np.ndarray, weights: np.ndarray, dead: np.ndarray, n_docs: int,
+def search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.ndarray, segment_ptr: np.ndarray,
+           offsets: np.ndarray, weights: np.ndarray, dead: np.ndarray, n_docs: int,
            k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (slots [n_queries, k] int64, -1 padded; float64 scores) of CSR queries over term-grouped postings.
+    """Top-k (slots [n_queries, k] int64, -1 padded; float64 scores) of CSR queries over blocked postings.
 
-    weights: float32, float16 or uint16 per posting; dead: bool per slot (True = deleted), or empty.
-    Runs without the GIL: call it from several threads on disjoint query ranges.
+    segment_ptr, offsets: as in `postings.Postings`; weights: float32, float16 or uint16 per posting; dead: bool
+    per slot (True = deleted), or empty. Runs without the GIL: call it from several threads on disjoint query ranges.
     """
     n_queries = len(query_ptr) - 1
     out_slots = np.empty((n_queries, k), dtype=np.int64)
     out_scores = np.empty((n_queries, k), dtype=np.float64)
-    if weights.dtype == np.float16:  # numba has no float16 arithmetic: the kernel decodes the bits (as int16)
+    if weights.dtype == np.float16:  # numba has no float16 type: the kernel looks the bits (as int16) up
         weights = weights.view(np.int16)
     _search(np.ascontiguousarray(query_ptr, dtype=np.int64), np.ascontiguousarray(query_terms, dtype=np.int64),
-            np.ascontiguousarray(query_weights, dtype=np.float64), np.asarray(term_ptr), np.asarray(slots),
-            np.asarray(weights), dead, n_docs, BLOCK, out_slots, out_scores)
+            np.ascontiguousarray(query_weights, dtype=np.float64), np.asarray(segment_ptr), np.asarray(offsets),
+            np.asarray(weights), FLOAT16_VALUES, dead, n_docs, out_slots, out_scores)
     return out_slots, out_scores

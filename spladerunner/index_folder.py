@@ -26,9 +26,10 @@ import numpy as np
 from .errors import IndexFormatError
 
 MANIFEST_FILE = "index.json"
-# Version 1 named files `NAME.npy` and had no header checksum; version 2 is read and written.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 1 named files `NAME.npy` and had no header checksum; version 2 added it; version 3 (read and
+# written) stores postings in blocks (`postings`), and versions 1-2 still load.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # Files a save of ours writes into a folder (arrays of a save, the manifest while it is being written).
 OUR_FILE = re.compile(r"^([a-z_]+-[0-9a-f]{12}\.npy|\.index\.json\.tmp-[0-9a-f]{12})$")
 LIMIT = 1 << 48  # larger counts in a manifest are corrupt, and are refused before anything is allocated

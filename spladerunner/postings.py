@@ -3,7 +3,10 @@ adding, deleting, compacting, saving and loading them, safely from many threads.
 
 Each document gets a slot (its position in the order documents were added, the tie order); the
 postings hold, per vocabulary term, the slots of the documents that contain it (ascending) and
-per-posting columns (SPLADE weights; SparsEmbed embeddings too). Added documents wait in a pending
+per-posting columns (SPLADE weights; SparsEmbed embeddings too). Slots are stored as uint16 offsets
+inside blocks of `BLOCK` documents, each term's postings split into one segment per block: 2 bytes a
+posting instead of 4, which is what a search at scale is bound by (it streams every posting it reaches
+from memory), and a block's scores fit a core's cache. Added documents wait in a pending
 list and are merged into the postings at the next search; deleted slots are masked in search and
 dropped at compaction (once they outnumber the live ones, or at save).
 
@@ -28,6 +31,7 @@ from .arguments import check_count
 from .documents import check_new_ids, document_texts
 from .errors import IndexFormatError, InputError
 from .index_folder import (
+    MANIFEST_FILE,
     count_field,
     decode_ids,
     encode_ids,
@@ -37,25 +41,88 @@ from .index_folder import (
 )
 from .results import SearchResults
 from .scoring import group_by_term, padded_width, search_in_chunks, top_k, usable_cpus
+from .sparse import gather_ranges
 
 Index = TypeVar("Index", bound="PostingsIndex")
+
+BLOCK_BITS = 16
+BLOCK = 1 << BLOCK_BITS  # documents per block: a slot's offset inside its block fits uint16
+SEGMENT_CHUNK = 1 << 24  # postings per step while counting segments (bounds that step's memory)
+
+
+def count_blocks(n_slots: int) -> int:
+    """Blocks of `BLOCK` documents that `n_slots` documents take (at least one)."""
+    return max(1, -(-n_slots // BLOCK))
+
+
+def segment_pointers(term_ptr: np.ndarray, slots: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Term-grouped postings (slots ascending within each term) -> segment_ptr [vocab_size * n_blocks + 1]:
+    the postings of term t in block b are segment t * n_blocks + b."""
+    if n_blocks == 1:
+        return np.ascontiguousarray(term_ptr, dtype=np.int64)
+    vocab_size = len(term_ptr) - 1
+    counts = np.zeros(vocab_size * n_blocks, dtype=np.int64)
+    term = 0
+    while term < vocab_size:  # a run of terms holding about SEGMENT_CHUNK postings at a time
+        stop = min(vocab_size, max(term + 1, int(np.searchsorted(term_ptr, term_ptr[term] + SEGMENT_CHUNK)) - 1))
+        keys = np.repeat(np.arange(stop - term, dtype=np.int64) * n_blocks, np.diff(term_ptr[term:stop + 1]))
+        keys += slots[term_ptr[term]:term_ptr[stop]] >> BLOCK_BITS
+        counts[term * n_blocks:stop * n_blocks] = np.bincount(keys, minlength=(stop - term) * n_blocks)
+        term = stop
+    segment_ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=segment_ptr[1:])
+    return segment_ptr
 
 
 @dataclass(frozen=True)
 class Postings:
     """One consistent state of the postings, as searches see it.
 
-    term_ptr: [vocab_size + 1] offsets of each term's postings; slots: int32 document slot per posting;
-    columns: per-posting arrays (first axis = postings); ids: slot -> document id (entries below
-    `n_slots` never change); dead: deleted slots below `n_slots`.
+    segment_ptr: [vocab_size * n_blocks + 1] offsets of each (term, block) segment of the postings, term-major;
+    offsets: uint16 slot - block start per posting; columns: per-posting arrays (first axis = postings);
+    ids: slot -> document id (entries below `n_slots` never change); dead: deleted slots below `n_slots`.
     """
 
-    term_ptr: np.ndarray
-    slots: np.ndarray
+    segment_ptr: np.ndarray
+    offsets: np.ndarray
     columns: Mapping[str, np.ndarray]
     ids: list[str]
     n_slots: int
     dead: np.ndarray
+
+    @classmethod
+    def from_slots(cls, term_ptr: np.ndarray, slots: np.ndarray, columns: Mapping[str, np.ndarray], ids: list[str],
+                   n_slots: int, dead: np.ndarray) -> Postings:
+        """Postings from term-grouped slots (ascending within each term), split into blocks."""
+        segment_ptr = segment_pointers(term_ptr, slots, count_blocks(n_slots))
+        return cls(segment_ptr, (slots & (BLOCK - 1)).astype(np.uint16), columns, ids, n_slots, dead)
+
+    @property
+    def n_blocks(self) -> int:
+        return count_blocks(self.n_slots)
+
+    @property
+    def term_ptr(self) -> np.ndarray:
+        """[vocab_size + 1] offsets of each term's postings (a view: a term's segments are contiguous)."""
+        return self.segment_ptr[::self.n_blocks]
+
+    def gather(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The postings of `terms`, concatenated in `terms` order: (positions, slots int64, postings per term)."""
+        n_blocks = self.n_blocks
+        segments = (np.asarray(terms, dtype=np.int64)[:, None] * n_blocks + np.arange(n_blocks)).reshape(-1)
+        positions, lengths = gather_ranges(self.segment_ptr, segments)
+        slots = self.offsets[positions].astype(np.int64)
+        if n_blocks > 1:
+            slots += np.repeat(np.tile(np.arange(n_blocks, dtype=np.int64) << BLOCK_BITS, len(terms)), lengths)
+        return positions, slots, lengths.reshape(len(terms), n_blocks).sum(axis=1)
+
+    def slots(self) -> np.ndarray:
+        """Every posting's slot (int32, term-grouped), materialised: for merging, compacting and exporting."""
+        slots = self.offsets.astype(np.int32)
+        if self.n_blocks > 1:
+            starts = np.arange(self.n_blocks, dtype=np.int32) << BLOCK_BITS
+            slots += np.repeat(np.tile(starts, len(self.segment_ptr) // self.n_blocks), np.diff(self.segment_ptr))
+        return slots
 
     @property
     def width(self) -> int:
@@ -133,7 +200,7 @@ class PostingsIndex:
 
     def _init_postings(self, vocab_size: int) -> None:
         self.vocab_size = int(vocab_size)
-        self._postings = Postings(np.zeros(self.vocab_size + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
+        self._postings = Postings(np.zeros(self.vocab_size + 1, dtype=np.int64), np.zeros(0, dtype=np.uint16),
                                   self._empty_columns(), self._ids, 0, np.zeros(0, dtype=np.int64))
 
     def __len__(self) -> int:
@@ -240,11 +307,12 @@ class PostingsIndex:
         slots = np.repeat(np.arange(old.n_slots, old.n_slots + n_new, dtype=np.int32), counts)
         ptr_a = old.term_ptr
         term_ptr = ptr_a + ptr_b
-        if len(old.slots):
+        old_slots = old.slots()
+        if len(old_slots):
             # New slots all follow the old ones: old posting j of term t moves to j + ptr_b[t], new posting j
             # of term t goes to j + ptr_a[t + 1], so each term's slots stay ascending without a sort.
             dest_a = np.repeat(ptr_b[:-1], np.diff(ptr_a))
-            dest_a += np.arange(len(old.slots))
+            dest_a += np.arange(len(old_slots))
             dest_b = np.repeat(ptr_a[1:], np.diff(ptr_b))
             dest_b += np.arange(len(order))
 
@@ -256,9 +324,11 @@ class PostingsIndex:
             return merged
 
         n_slots = old.n_slots + n_new
-        self._postings = Postings(term_ptr, place(old.slots, slots),
-                                  {name: place(old.columns[name], columns[name]) for name in self.COLUMNS},
-                                  self._ids, n_slots, self._dead_below(n_slots))
+        merged_slots = place(old_slots, slots)
+        del old_slots, slots
+        self._postings = Postings.from_slots(term_ptr, merged_slots,
+                                             {name: place(old.columns[name], columns[name]) for name in self.COLUMNS},
+                                             self._ids, n_slots, self._dead_below(n_slots))
         self._pending = []
 
     def compact(self) -> None:
@@ -276,16 +346,17 @@ class PostingsIndex:
         alive = np.ones(len(self._ids), dtype=bool)
         alive[self._dead] = False
         new_slot = np.cumsum(alive, dtype=np.int64) - 1
-        keep = alive[old.slots]
+        old_slots = old.slots()
+        keep = alive[old_slots]
         terms = np.repeat(np.arange(self.vocab_size), np.diff(old.term_ptr))[keep]
         term_ptr = np.zeros(self.vocab_size + 1, dtype=np.int64)
         np.cumsum(np.bincount(terms, minlength=self.vocab_size), out=term_ptr[1:])
         self._ids = [i for i, a in zip(self._ids, alive.tolist()) if a]
         self._slot = dict(zip(self._ids, range(len(self._ids))))
         self._dead = []
-        self._postings = Postings(term_ptr, new_slot[old.slots[keep]].astype(np.int32),
-                                  {name: old.columns[name][keep] for name in self.COLUMNS},
-                                  self._ids, len(self._ids), np.zeros(0, dtype=np.int64))
+        self._postings = Postings.from_slots(term_ptr, new_slot[old_slots[keep]].astype(np.int32),
+                                             {name: old.columns[name][keep] for name in self.COLUMNS},
+                                             self._ids, len(self._ids), np.zeros(0, dtype=np.int64))
 
     # -- searching ------------------------------------------------------------------------------
 
@@ -320,11 +391,12 @@ class PostingsIndex:
             self.compact()
             postings = self._postings
             id_bytes, id_offsets = encode_ids(postings.ids)
-            arrays = {"term_ptr": postings.term_ptr, "slots": postings.slots,
+            arrays = {"segment_ptr": postings.segment_ptr, "offsets": postings.offsets,
                       **{name: postings.columns[name].reshape(-1) for name in self.COLUMNS},
                       "id_bytes": id_bytes, "id_offsets": id_offsets}
             header = {"format": self.FORMAT_NAME, "vocab_size": self.vocab_size, "documents": postings.n_slots,
-                      "postings": len(postings.slots), **self._header(), "metadata": self.metadata}
+                      "postings": len(postings.offsets), "block_bits": BLOCK_BITS, **self._header(),
+                      "metadata": self.metadata}
             return write_index_folder(path, arrays, header)
 
     @classmethod
@@ -342,14 +414,28 @@ class PostingsIndex:
         n_docs = count_field(manifest, "documents", path)
         n_postings = count_field(manifest, "postings", path)
         index = cls._from_manifest(manifest, path, encoder)
-        layout = {"term_ptr": (vocab_size + 1, np.int64), "slots": (n_postings, np.int32),
-                  **index._column_layout(n_postings), "id_bytes": (None, np.uint8),
+        # Versions 1-2 stored int32 slots; they are split into blocks in memory (save again to map them).
+        blocked = manifest["version"] >= 3
+        if blocked and manifest.get("block_bits") != BLOCK_BITS:
+            raise IndexFormatError(f"{path / MANIFEST_FILE}: block_bits {manifest.get('block_bits')!r}, this "
+                                   f"spladerunner reads {BLOCK_BITS}")
+        n_blocks = count_blocks(n_docs)
+        postings_layout = ({"segment_ptr": (vocab_size * n_blocks + 1, np.int64), "offsets": (n_postings, np.uint16)}
+                           if blocked else {"term_ptr": (vocab_size + 1, np.int64), "slots": (n_postings, np.int32)})
+        layout = {**postings_layout, **index._column_layout(n_postings), "id_bytes": (None, np.uint8),
                   "id_offsets": (n_docs + 1, np.int64)}
         arrays = read_arrays(path, manifest, layout, mmap=mmap, verify=verify)
-        term_ptr, slots = arrays["term_ptr"], arrays["slots"]
-        if term_ptr[0] != 0 or term_ptr[-1] != n_postings or np.any(np.diff(term_ptr) < 0) or (
-                n_postings and (int(slots.min()) < 0 or int(slots.max()) >= n_docs)):
+        pointers, positions = ((arrays["segment_ptr"], arrays["offsets"]) if blocked
+                               else (arrays["term_ptr"], arrays["slots"]))
+        if pointers[0] != 0 or pointers[-1] != n_postings or np.any(np.diff(pointers) < 0):
             raise IndexFormatError(f"{path}: postings arrays disagree with each other or with the manifest")
+        if blocked:  # only the last block can hold offsets past the last document
+            last, _ = gather_ranges(pointers, np.arange(vocab_size, dtype=np.int64) * n_blocks + n_blocks - 1)
+            out_of_range = len(last) and int(positions[last].max()) >= n_docs - ((n_blocks - 1) << BLOCK_BITS)
+        else:
+            out_of_range = n_postings and (int(positions.min()) < 0 or int(positions.max()) >= n_docs)
+        if out_of_range:
+            raise IndexFormatError(f"{path}: postings name documents the manifest does not have")
         ids = decode_ids(path, arrays["id_bytes"], arrays["id_offsets"])
         if len(set(ids)) != len(ids):
             raise IndexFormatError(f"{path}: document ids are not unique")
@@ -358,5 +444,7 @@ class PostingsIndex:
         index.vocab_size = vocab_size
         index._ids = ids
         index._slot = dict(zip(ids, range(n_docs)))
-        index._postings = Postings(term_ptr, slots, columns, ids, n_docs, np.zeros(0, dtype=np.int64))
+        no_dead = np.zeros(0, dtype=np.int64)
+        index._postings = (Postings(pointers, positions, columns, ids, n_docs, no_dead) if blocked else
+                           Postings.from_slots(pointers, positions, columns, ids, n_docs, no_dead))
         return index

@@ -3,7 +3,8 @@
 `SparseIndex` keeps, for every vocabulary term, the postings (document slots and weights) of the
 documents that contain it: the CSC form of the document-term matrix. Search scores a batch of
 queries with one `np.bincount` over their gathered postings and selects the top k without sorting
-the scores (see `top_k`). Results equal a brute-force dot product; among equal scores the document
+the scores (see `top_k`); with numba installed a compiled kernel does the same, faster
+(`compiled_search`). Results equal a brute-force dot product; among equal scores the document
 added earlier wins, so rankings are deterministic and independent of batching or compaction.
 
 Documents can be added later (they are merged in on the next search), deleted or replaced by id
@@ -12,11 +13,11 @@ files plus `index.json` (format version, sizes, sha256 of every file), the manif
 replaced last, so a crash never leaves a half index that loads (`index_folder`); `load` memory-maps it.
 One index is safe to share across threads (`postings`).
 
-Weight storage (`precision`): "float32" is exact; "float16" halves the weight bytes (relative error
-2^-11 per weight); "impact" stores round(weight x `impact_scale`) as uint16 like Anserini's impact
-indexes (absolute error <= 0.5 / scale per weight; weights that round to 0 are dropped). Postings
-(int32 slots) stay, so the index shrinks by a quarter, not a half; benchmarks/bench_search.py measures
-the score error, top-10 overlap and speed of each against float32.
+Weight storage (`precision`): "float32" is exact, 6 bytes a posting with its uint16 block offset;
+"float16" halves the weight bytes (relative error 2^-11 per weight), 4 bytes a posting; "impact" stores
+round(weight x `impact_scale`) as uint16 like Anserini's impact indexes (absolute error <= 0.5 / scale
+per weight; weights that round to 0 are dropped). benchmarks/bench_search.py measures the score error,
+top-10 overlap and speed of each against float32.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .index_folder import positive_float_field
 from .postings import Postings, PostingsIndex
 from .results import SearchResults
 from .scoring import usable_cpus
-from .sparse import SparseBatch, gather_ranges
+from .sparse import SparseBatch
 
 __all__ = ["WEIGHT_STORAGES", "IndexFormatError", "SearchResults", "SparseEncoder", "SparseIndex"]
 
@@ -148,14 +149,14 @@ class SparseIndex(PostingsIndex):
         if postings.dead.size:
             alive = np.ones(postings.n_slots, dtype=bool)
             alive[postings.dead] = False
-            terms = terms[alive[postings.slots]]
+            terms = terms[alive[postings.slots()]]
         return np.bincount(terms, minlength=self.vocab_size)
 
     def storage_bytes(self) -> dict[str, int]:
-        """Bytes of each stored array (postings as `slots`, `weights`, `term_ptr`), after compaction."""
+        """Bytes of each stored array (`segment_ptr`, `offsets`, `weights`; see `postings`), after compaction."""
         self.compact()
         postings = self._snapshot()
-        return {"term_ptr": postings.term_ptr.nbytes, "slots": postings.slots.nbytes,
+        return {"segment_ptr": postings.segment_ptr.nbytes, "offsets": postings.offsets.nbytes,
                 "weights": postings.columns["weights"].nbytes}
 
     def to_batch(self) -> SparseBatch:
@@ -164,9 +165,10 @@ class SparseIndex(PostingsIndex):
             self.compact()
             postings = self._snapshot()
         terms = np.repeat(np.arange(self.vocab_size, dtype=np.int32), np.diff(postings.term_ptr))
-        order = np.lexsort((terms, postings.slots))
+        slots = postings.slots()
+        order = np.lexsort((terms, slots))
         indptr = np.zeros(postings.n_slots + 1, dtype=np.int64)
-        np.cumsum(np.bincount(postings.slots, minlength=postings.n_slots), out=indptr[1:])
+        np.cumsum(np.bincount(slots, minlength=postings.n_slots), out=indptr[1:])
         values = postings.columns["weights"][order].astype(np.float32) / np.float32(self.impact_scale)
         return SparseBatch(indptr, terms[order], values, self.vocab_size)
 
@@ -188,7 +190,7 @@ class SparseIndex(PostingsIndex):
                 ptr = queries.indptr[start:stop + 1]
                 slots, best = compiled_search.search(
                     ptr - ptr[0], queries.indices[ptr[0]:ptr[-1]], queries.values[ptr[0]:ptr[-1]],
-                    postings.term_ptr, postings.slots, postings.columns["weights"], postings.dead_mask,
+                    postings.segment_ptr, postings.offsets, postings.columns["weights"], postings.dead_mask,
                     postings.n_slots, k)
                 if self.impact_scale != 1.0:
                     best /= self.impact_scale
@@ -221,8 +223,8 @@ class SparseIndex(PostingsIndex):
         query_weights = queries.values[ptr[0]:ptr[-1]]
         cell_type = np.int32 if (stop - start) * width < 2**31 else np.int64  # halves that pass's memory
         rows = np.repeat(np.arange(stop - start, dtype=cell_type) * cell_type(width), np.diff(ptr))
-        positions, lengths = gather_ranges(postings.term_ptr, terms)
-        cells = np.repeat(rows, lengths) + postings.slots[positions]
+        positions, slots, lengths = postings.gather(terms)
+        cells = np.repeat(rows, lengths) + slots
         products = postings.columns["weights"][positions]
         if not np.all(query_weights == 1):  # binary queries (BM25) need no multiply
             products = products * np.repeat(query_weights.astype(np.float64), lengths)

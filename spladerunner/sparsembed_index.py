@@ -26,7 +26,6 @@ from .errors import IndexFormatError, InputError, InputTypeError
 from .index_folder import count_field
 from .postings import Postings, PostingsIndex
 from .results import SearchResults
-from .sparse import gather_ranges
 from .sparsembed import SparsEmbedBatch
 
 BLOCK = 1 << 16  # postings per block of embedding dot products (bounds the gathered [block, dim] arrays)
@@ -115,9 +114,9 @@ class SparsEmbedIndex(PostingsIndex):
         cells_n = (stop - start) * width
         ptr = queries.terms.indptr[start:stop + 1]
         terms = queries.terms.indices[ptr[0]:ptr[-1]]
-        positions, lengths = gather_ranges(postings.term_ptr, terms)
+        positions, slots, lengths = postings.gather(terms)
         cells = np.repeat(np.repeat(np.arange(stop - start, dtype=np.int64) * width, np.diff(ptr)), lengths)
-        cells += postings.slots[positions]
+        cells += slots
         owner = np.repeat(np.arange(ptr[0], ptr[-1], dtype=np.int64), lengths)  # each posting's query term
         if candidates is not None:
             products = postings.columns["weights"][positions] * queries.terms.values[owner].astype(np.float64)

@@ -128,3 +128,28 @@ except InputError as error:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "[['0']]"
     assert 'kernel "numba" needs numba: pip install "spladerunner[fast]"' in out
+
+
+@pytest.mark.parametrize("kernel", ["numba", "numpy"])
+def test_adds_across_block_boundaries_deletes_compaction_and_reload_equal_brute_force(tmp_path: Path,
+                                                                                        kernel: str) -> None:
+    """Postings are split into blocks of `BLOCK` documents: merging adds that straddle block boundaries,
+    compacting (which renumbers slots across blocks) and saving keep every search equal to brute force."""
+    rng = np.random.default_rng(11)
+    docs = corpus(rng, 2 * compiled_search.BLOCK + 300, 4, integer=False)
+    queries = corpus(rng, 25, 6, integer=False)
+    index = SparseIndex(kernel=kernel)
+    for rows in (slice(0, 50_000), slice(50_000, 100_000), slice(100_000, len(docs))):
+        index.add_vectors(docs.take(np.arange(len(docs))[rows]), [str(i) for i in range(len(docs))[rows]])
+        index.search(queries, k=3)  # merges this add
+    dead = set(range(3, len(docs), 3)) | set(range(60_000, 80_000))  # most of block 0's tail
+    index.delete([str(i) for i in sorted(dead)])
+    alive = np.array([i for i in range(len(docs)) if i not in dead])
+    expected = brute_force(queries, docs.take(alive), [str(i) for i in alive], 50)
+    assert_same(index.search(queries, k=50), expected)
+    index.compact()
+    assert index._postings.n_blocks == 2  # slots were renumbered into fewer blocks
+    assert_same(index.search(queries, k=50), expected)
+    loaded = SparseIndex.load(index.save(tmp_path / "index"))
+    loaded.kernel = kernel
+    assert_same(loaded.search(queries, k=50), expected)

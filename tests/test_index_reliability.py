@@ -6,6 +6,7 @@ size limit that makes writes fail like a full disk, and hand-edited index folder
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 
 from spladerunner.errors import IndexFormatError, InputError
 from spladerunner.index_folder import MANIFEST_FILE, header_checksum
+from spladerunner.postings import BLOCK
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch, SparseVector
 from spladerunner.sparsembed import SparsEmbedBatch
@@ -210,7 +212,7 @@ def test_an_edited_manifest_is_caught(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize("field, value, message", [
     ("vocab_size", 10**12, "expected a 1-D int64 array of length 1000000000001"),
     ("vocab_size", 10**30, "'vocab_size' must be an integer in"),
-    ("documents", 10**13, "of length 10000000000001"),
+    ("documents", 10**13, r"segment_ptr-\w+\.npy: expected a 1-D int64 array of length"),
     ("postings", -1, "'postings' must be an integer in"),
     ("documents", "40", "'documents' must be an integer in"),
     ("metadata", [1], "metadata must be an object"),
@@ -339,20 +341,50 @@ def test_a_save_interrupted_by_an_error_at_each_step_keeps_the_old_index(tmp_pat
         pytest.fail("the save never completed")
 
 
-def test_version_1_folders_still_load(tmp_path: Path) -> None:
-    """Indexes saved before the header checksum (fixed file names, version 1) load unchanged."""
-    index, path = saved(tmp_path, "sparse", n=25)
+@pytest.mark.parametrize("version", [1, 2])
+def test_folders_of_int32_slots_still_load(tmp_path: Path, version: int) -> None:
+    """Indexes saved before blocked postings (int32 slots: version 1 without the header checksum and with
+    fixed file names, version 2) load, search the same and are saved again as version 3."""
+    n = BLOCK + 5000  # two blocks
+    rows = np.arange(n)
+    terms = np.stack([rows % 50, 50 + rows % 7, 57 + rows % 3], axis=1).reshape(-1)
+    values = np.random.default_rng(8).uniform(0.1, 3.0, 3 * n).astype(np.float32)
+    index = SparseIndex(precision="impact")
+    index.add_vectors(SparseBatch(np.arange(0, 3 * n + 1, 3, dtype=np.int64), terms.astype(np.int32), values, 60))
+    queries = SparseBatch(np.array([0, 2, 5]), np.array([3, 52, 1, 50, 58], dtype=np.int32),
+                          np.array([1.0, 0.5, 2.0, 1.0, 0.25], dtype=np.float32), 60)
+    before = index.search(queries, k=20)
+    path = index.save(tmp_path / "index")
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    for name, file in manifest.pop("arrays").items():
-        (path / file).rename(path / f"{name}.npy")
-        manifest["files"][f"{name}.npy"] = manifest["files"].pop(file)
+    names = manifest.pop("arrays")
+    for name in ("segment_ptr", "offsets"):
+        (path / names[name]).unlink()
+        manifest["files"].pop(names.pop(name))
+    postings = index._postings
+    for name, array in {"term_ptr": np.ascontiguousarray(postings.term_ptr), "slots": postings.slots()}.items():
+        names[name] = f"{name}-0123456789ab.npy"
+        np.save(path / names[name], array)
+    for name, file in names.items():
+        if version == 1:
+            (path / file).rename(path / f"{name}.npy")
+            file = names[name] = f"{name}.npy"
+        manifest["files"].pop(file, None)
+        manifest["files"][file] = {"sha256": hashlib.sha256((path / file).read_bytes()).hexdigest(),
+                                   "bytes": (path / file).stat().st_size}
+    manifest.pop("block_bits")
+    manifest = {**manifest, "version": version, **({"arrays": names} if version == 2 else {})}
     manifest.pop("checksum")
-    (path / MANIFEST_FILE).write_text(json.dumps({**manifest, "version": 1}))
+    if version == 2:
+        manifest["checksum"] = header_checksum(manifest)
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     loaded = SparseIndex.load(path)
     assert loaded.ids == index.ids and loaded.impact_scale == index.impact_scale
-    loaded.save(path)  # rewritten as version 2; the old files are removed
-    assert json.loads((path / MANIFEST_FILE).read_text())["version"] == 2
-    assert not [p for p in path.iterdir() if p.name.endswith(".npy") and "-" not in p.name]
+    after = loaded.search(queries, k=20)
+    assert after.ids == before.ids and all(np.array_equal(a, b) for a, b in zip(after.scores, before.scores))
+    loaded.save(path)  # rewritten as version 3; the old files are removed
+    assert json.loads((path / MANIFEST_FILE).read_text())["version"] == 3
+    assert sorted(p.name.split("-")[0] for p in path.iterdir() if p.name.endswith(".npy")) == [
+        "id_bytes", "id_offsets", "offsets", "segment_ptr", "weights"]
 
 
 def test_a_first_save_interrupted_can_be_saved_over(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_save_load_roundtrip_is_memory_mapped_and_identical(tmp_path: Path) -> N
         before = index.search(queries)
         path = index.save(tmp_path / precision)
         loaded = SparseIndex.load(path)
-        assert isinstance(loaded._postings.slots, np.memmap) and loaded.metadata == {"note": "ünïcode"}
+        assert isinstance(loaded._postings.offsets, np.memmap) and loaded.metadata == {"note": "ünïcode"}
         assert loaded.ids == index.ids and loaded.precision == precision
         after = loaded.search(queries)
         assert after.ids == before.ids
