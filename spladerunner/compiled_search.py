@@ -18,9 +18,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .postings import BLOCK
-
-SCAN = 256  # scores tested at once for a candidate (BLOCK is a multiple)
+SCAN = 256  # scores tested at once for a candidate (the postings' block size is a multiple)
 
 # Every float16 bit pattern's value (exact in float32): numba has no float16 arithmetic, and a lookup beats
 # decoding the bits.
@@ -64,20 +62,20 @@ def keep_best(scores: np.ndarray, slots: np.ndarray, count: int, k: int) -> tupl
 @njit(nogil=True, cache=True)
 def _search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.ndarray,
            segment_ptr: np.ndarray, offsets: np.ndarray, weights: np.ndarray, float16_values: np.ndarray,
-           dead: np.ndarray, n_docs: int, out_slots: np.ndarray, out_scores: np.ndarray) -> None:
+           dead: np.ndarray, n_docs: int, block: int, out_slots: np.ndarray, out_scores: np.ndarray) -> None:
     k = out_slots.shape[1]
-    n_blocks = max(1, (n_docs + BLOCK - 1) // BLOCK)
-    scores = np.zeros(min(BLOCK, (n_docs + SCAN - 1) // SCAN * SCAN))
+    n_blocks = max(1, (n_docs + block - 1) // block)
+    scores = np.zeros(min(block, (n_docs + SCAN - 1) // SCAN * SCAN))
     candidate_scores = np.empty(max(4 * k, 1024))
     candidate_slots = np.empty(len(candidate_scores), np.int64)
     for q in range(len(query_ptr) - 1):
         count = 0
         threshold = 0.0
-        for block in range(n_blocks):
-            start = block * BLOCK
-            stop = min(start + BLOCK, n_docs)
+        for at_block in range(n_blocks):
+            start = at_block * block
+            stop = min(start + block, n_docs)
             for i in range(query_ptr[q], query_ptr[q + 1]):
-                segment = query_terms[i] * n_blocks + block
+                segment = query_terms[i] * n_blocks + at_block
                 weight = query_weights[i]
                 # Unsigned positions: numba wraps negative indexes, a test and a select per access otherwise.
                 for j in range(np.uint64(segment_ptr[segment]), np.uint64(segment_ptr[segment + 1])):
@@ -119,12 +117,13 @@ def _search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.nd
 
 
 def search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.ndarray, segment_ptr: np.ndarray,
-           offsets: np.ndarray, weights: np.ndarray, dead: np.ndarray, n_docs: int,
+           offsets: np.ndarray, weights: np.ndarray, dead: np.ndarray, n_docs: int, block: int,
            k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (slots [n_queries, k] int64, -1 padded; float64 scores) of CSR queries over blocked postings.
 
-    segment_ptr, offsets: as in `postings.Postings`; weights: float32, float16 or uint16 per posting; dead: bool
-    per slot (True = deleted), or empty. Runs without the GIL: call it from several threads on disjoint query ranges.
+    segment_ptr, offsets, block: as in `postings.Postings` (block: documents per block, a multiple of `SCAN`);
+    weights: float32, float16 or uint16 per posting; dead: bool per slot (True = deleted), or empty.
+    Runs without the GIL: call it from several threads on disjoint query ranges.
     """
     n_queries = len(query_ptr) - 1
     out_slots = np.empty((n_queries, k), dtype=np.int64)
@@ -133,5 +132,5 @@ def search(query_ptr: np.ndarray, query_terms: np.ndarray, query_weights: np.nda
         weights = weights.view(np.int16)
     _search(np.ascontiguousarray(query_ptr, dtype=np.int64), np.ascontiguousarray(query_terms, dtype=np.int64),
             np.ascontiguousarray(query_weights, dtype=np.float64), np.asarray(segment_ptr), np.asarray(offsets),
-            np.asarray(weights), FLOAT16_VALUES, dead, n_docs, out_slots, out_scores)
+            np.asarray(weights), FLOAT16_VALUES, dead, n_docs, block, out_slots, out_scores)
     return out_slots, out_scores

@@ -34,7 +34,7 @@ from .arguments import check_count
 from .documents import SparseEncoder, check_vectors
 from .errors import IndexFormatError, InputError
 from .index_folder import positive_float_field
-from .postings import Postings, PostingsIndex
+from .postings import BLOCK, Postings, PostingsIndex
 from .results import SearchResults
 from .scoring import usable_cpus
 from .sparse import SparseBatch
@@ -191,7 +191,7 @@ class SparseIndex(PostingsIndex):
                 slots, best = compiled_search.search(
                     ptr - ptr[0], queries.indices[ptr[0]:ptr[-1]], queries.values[ptr[0]:ptr[-1]],
                     postings.segment_ptr, postings.offsets, postings.columns["weights"], postings.dead_mask,
-                    postings.n_slots, k)
+                    postings.n_slots, BLOCK, k)
                 if self.impact_scale != 1.0:
                     best /= self.impact_scale
                 return slots, best

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from test_retrieval import assert_same, brute_force
 
-from spladerunner import compiled_search
 from spladerunner.errors import InputError
+from spladerunner.postings import BLOCK
 from spladerunner.results import SearchResults
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
@@ -40,7 +40,7 @@ def many_blocks() -> tuple[SparseBatch, SparseBatch]:
     The queries reach enough postings (~1.2M) for a search to use 3 threads.
     """
     rng = np.random.default_rng(7)
-    return corpus(rng, 2 * compiled_search.BLOCK + 1234, 6, integer=True), corpus(rng, 120, 5, integer=True)
+    return corpus(rng, 2 * BLOCK + 1234, 6, integer=True), corpus(rng, 120, 5, integer=True)
 
 
 @pytest.mark.parametrize("precision", ["float32", "float16", "impact"])
@@ -115,6 +115,7 @@ import sys
 sys.modules["numba"] = None  # as if numba were not installed
 import numpy as np
 from spladerunner.errors import InputError
+from spladerunner.postings import BLOCK
 from spladerunner.retrieval import SparseIndex
 from spladerunner.sparse import SparseBatch
 index = SparseIndex()
@@ -136,7 +137,7 @@ def test_adds_across_block_boundaries_deletes_compaction_and_reload_equal_brute_
     """Postings are split into blocks of `BLOCK` documents: merging adds that straddle block boundaries,
     compacting (which renumbers slots across blocks) and saving keep every search equal to brute force."""
     rng = np.random.default_rng(11)
-    docs = corpus(rng, 2 * compiled_search.BLOCK + 300, 4, integer=False)
+    docs = corpus(rng, 2 * BLOCK + 300, 4, integer=False)
     queries = corpus(rng, 25, 6, integer=False)
     index = SparseIndex(kernel=kernel)
     for rows in (slice(0, 50_000), slice(50_000, 100_000), slice(100_000, len(docs))):
