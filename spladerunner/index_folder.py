@@ -1,6 +1,6 @@
 """The index-folder format shared by `SparseIndex` and `SparsEmbedIndex`: `.npy` arrays plus `index.json`.
 
-Crash safety: a save writes each array to a new file named after this save (`slots-<save id>.npy`),
+Crash safety: a save writes each array to a new file named after this save (`offsets-<save id>.npy`),
 fsyncs it, then replaces `index.json` in one atomic rename; only then are the previous save's files
 removed. `index.json` names the files of its save, so after a crash at any point the folder loads as
 the old index (the rename had not happened) or the new one (it had); files of an unfinished save are

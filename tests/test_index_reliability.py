@@ -391,13 +391,13 @@ def test_a_first_save_interrupted_can_be_saved_over(tmp_path: Path) -> None:
     """A folder holding only a killed first save's files is ours to write into (and says it has no index)."""
     path = tmp_path / "index"
     path.mkdir()
-    (path / "slots-0123456789ab.npy").write_bytes(b"partial")
+    (path / "offsets-0123456789ab.npy").write_bytes(b"partial")
     with pytest.raises(FileNotFoundError, match="not an index folder"):
         SparseIndex.load(path)
     index = SparseIndex()
     index.add_vectors(sparse_batch(np.random.default_rng(7), 5))
     index.save(path)
-    assert len(SparseIndex.load(path)) == 5 and not (path / "slots-0123456789ab.npy").exists()
+    assert len(SparseIndex.load(path)) == 5 and not (path / "offsets-0123456789ab.npy").exists()
 
 
 # -- SparsEmbedIndex has the same updates as SparseIndex --------------------------------------------
