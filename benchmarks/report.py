@@ -376,7 +376,7 @@ def sections(config: Config, ctx: dict[str, Any], results: Results, agree: list[
     gpu = (f"This run measured CPU only (`--providers {ctx['machine']['providers']}`): no GPU figure comes from it. "
            "Every system takes a providers option (`--providers cuda`) for the CUDA + fp16 graph. ")
     gpu += ("GPU figures of a separate run (`python -m benchmarks.gpu`, another machine) are in "
-            "[RESULTS-gpu.md](RESULTS-gpu.md)." if gpu_report else "No GPU figure exists yet.")
+            "[RESULTS-gpu.md](RESULTS-gpu.md)." if gpu_report else "No GPU figure of this model exists yet.")
     out.append(("GPU", gpu))
     return out
 
@@ -482,7 +482,8 @@ def header(ctx: dict[str, Any], config: Config, results: Results) -> str:
     pinned = ", ".join(f"{label} {'/'.join(map(str, lengths))}"
                        for label, lengths in effective_max_lengths(results).items())
     model = ctx.get("model", {})
-    title = "spladerunner benchmark results" + (" (SMOKE RUN: tiny model, not a measurement)" if config.smoke else "")
+    title = ("spladerunner benchmark results" + (": the real splade-tiny" if config.model_size == "splade-tiny" else "")
+             + (" (SMOKE RUN: tiny model, not a measurement)" if config.smoke else ""))
     resumed = "; resumed after an interruption, with the processes measured before it" if ctx.get("resumed") else ""
     return "\n".join([
         f"# {title}", "",
@@ -510,8 +511,9 @@ def header(ctx: dict[str, Any], config: Config, results: Results) -> str:
 
 
 def write(out: Path, config: Config, ctx: dict[str, Any], measurements: list[Measurement], results: Results,
-          agree: list[dict[str, Any]]) -> list[Path]:
-    """Write results.json, throughput.png and RESULTS.md into `out`."""
+          agree: list[dict[str, Any]], mirrored: tuple[Path, str] | None = None) -> list[Path]:
+    """Write results.json, throughput.png and RESULTS.md into `out`; `mirrored` = (another RESULTS.md, this
+    report's path relative to it) shows the report there too."""
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "results.json"
     raw.write_text(json.dumps({"context": ctx, "results": results, "agreement": agree}, indent=1, default=str),
@@ -523,6 +525,9 @@ def write(out: Path, config: Config, ctx: dict[str, Any], measurements: list[Mea
     markdown = out / "RESULTS.md"
     kept = mirrored_sections(markdown.read_text(encoding="utf-8")) if markdown.is_file() else ""
     write_atomic(markdown, "\n\n".join(body) + "\n" + (f"\n{kept}" if kept else ""))
+    if mirrored:
+        mirror(*mirrored, markdown.read_text(encoding="utf-8"))
+        return [markdown, plot, raw, mirrored[0]]
     return [markdown, plot, raw]
 
 
@@ -577,9 +582,16 @@ def mirrored_sections(results: str) -> str:
     return "".join(match.group(0) for match in _MIRROR.finditer(results))
 
 
+_RELATIVE_LINK = re.compile(r"\]\((?![a-z]+:|#|/)([^)]+)\)")
+
+
 def mirror(results_md: Path, name: str, report: str) -> None:
-    """Put `report` (the companion file `name`) into `results_md` between markers: replaced in place when
-    already there, appended otherwise. Its headings move one level down, under RESULTS.md's title."""
+    """Put `report` (the companion file `name`, a path relative to `results_md`'s folder) into `results_md`
+    between markers: replaced in place when already there, appended otherwise. Its headings move one level
+    down, under RESULTS.md's title; its relative links (a plot beside it) are rebased onto `results_md`'s folder."""
+    folder = Path(name).parent.as_posix()
+    if folder != ".":
+        report = _RELATIVE_LINK.sub(lambda link: f"]({folder}/{link.group(1)})", report)
     lines, fenced = [], False
     for line in report.rstrip("\n").splitlines():
         fenced ^= line.startswith("```")

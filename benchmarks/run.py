@@ -2,6 +2,7 @@
 
     python -m benchmarks.run            # full run (BERT-base, minutes): writes benchmarks/RESULTS.md
     python -m benchmarks.run --smoke    # tiny model, a few texts: writes benchmarks/.work/smoke/
+    python -m benchmarks.run --model splade-tiny   # the real model: benchmarks/splade-tiny/, shown in RESULTS.md
 
 Every figure comes from child processes (`benchmarks.worker`), one per configuration and round.
 """
@@ -32,6 +33,7 @@ from .systems import Folders, require_peers
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".work"
+REAL_MODEL_OUT = HERE / "splade-tiny"  # the real model's report, mirrored into benchmarks/RESULTS.md
 JOB_TIMEOUT_S = 1800
 
 
@@ -130,6 +132,20 @@ def execute(measurements: list[Measurement], folders: Folders, config: Config, s
     return dict(results)
 
 
+def mirror_target(out: Path, mirror_into: Path | None) -> tuple[Path, str] | None:
+    """Where the report written to `out` is also shown: `mirror_into` (a RESULTS.md in a folder above `out`),
+    by default benchmarks/RESULTS.md for the real model's folder; with the report's path relative to it."""
+    if mirror_into is None and out.resolve() == REAL_MODEL_OUT.resolve():
+        mirror_into = HERE / "RESULTS.md"
+    if mirror_into is None:
+        return None
+    try:
+        name = (out / "RESULTS.md").resolve().relative_to(mirror_into.resolve().parent).as_posix()
+    except ValueError:
+        raise SystemExit(f"--mirror-into {mirror_into}: the report folder {out} must lie under its folder") from None
+    return mirror_into, name
+
+
 def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -143,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="override the number of rounds per configuration")
     parser.add_argument("--model", choices=["test-model", "splade-tiny"], default="test-model",
                         help="the factory's BERT-base test model, or the real trained splade-tiny "
-                        "(write its report elsewhere, e.g. --out benchmarks/splade-tiny)")
+                        "(its report goes to benchmarks/splade-tiny/ and is mirrored into benchmarks/RESULTS.md)")
+    parser.add_argument("--mirror-into", type=Path, help="also show the report in this RESULTS.md, between markers "
+                        "(default for benchmarks/splade-tiny/: benchmarks/RESULTS.md)")
     parser.add_argument("--resume", action="store_true", help="keep what an interrupted run with the same settings "
                         "and model already measured")
     parser.add_argument("--from-json", type=Path, help="rewrite the report from a results.json, measuring nothing")
@@ -155,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                          **{k: tuple(map(_tuple, v)) if isinstance(v, list) else v
                             for k, v in saved.items() if k in Config.__dataclass_fields__})
         out = args.out or args.from_json.parent
-        paths = report.write(out, config, raw["context"], [], raw["results"], raw["agreement"])
+        mirrored = mirror_target(out, args.mirror_into)
+        paths = report.write(out, config, raw["context"], [], raw["results"], raw["agreement"], mirrored)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0
     require_peers()
@@ -164,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, rounds=args.rounds)
     if args.model == "splade-tiny":
         config = replace(config, model_size="splade-tiny")
-    out = args.out or (WORK / "smoke" if args.smoke else HERE)
+    out = args.out or (WORK / "smoke" if args.smoke else REAL_MODEL_OUT if args.model == "splade-tiny" else HERE)
+    mirrored = mirror_target(out, args.mirror_into)
     out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     agreement = report.agreement(measurements)
     context = report.context(config, folders, started, load_start, os.getloadavg(), args.providers)
     context["resumed"] = args.resume
-    paths = report.write(out, config, context, measurements, results, agreement)
+    paths = report.write(out, config, context, measurements, results, agreement, mirrored)
     shutil.rmtree(scratch, ignore_errors=True)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

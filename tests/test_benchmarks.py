@@ -94,7 +94,7 @@ def test_levers_installed_size_and_gpu_note(smoke: Path) -> None:
         assert f"**{lever}**" in levers
     assert not any("n/a" in row for row in table_rows(levers))
     assert len(table_rows(found["Installed size of the dependency closure"])) == 3
-    assert "No GPU figure exists yet" in found["GPU"]  # the smoke folder holds no GPU report
+    assert "No GPU figure of this model exists yet" in found["GPU"]  # the smoke folder holds no GPU report
     for metric in ("docs/s", "p50 ms", "p95 ms", "peak RSS", "cold", "import s", "MB on disk", "max abs diff"):
         assert metric in (smoke / "RESULTS.md").read_text(), metric
 
@@ -147,3 +147,38 @@ def test_results_writer_keeps_the_mirrored_reports(tmp_path: Path) -> None:
     assert text.count("<!-- begin RESULTS-retrieval-scale.md") == 1 and "## Retrieval at scale\n\nfigures" in text
     assert run.main(["--from-json", str(REPO / "benchmarks" / "results.json"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "RESULTS.md").read_text(encoding="utf-8") == text  # ...and rewritten without losing it
+
+
+def test_real_model_report_is_mirrored_into_results_md(tmp_path: Path) -> None:
+    """The splade-tiny report (its own folder) shows in RESULTS.md beside the BERT-base one, its plot link
+    rebased, and survives the BERT-base report being rewritten."""
+    from benchmarks import run
+
+    main_json, tiny_json = REPO / "benchmarks" / "results.json", REPO / "benchmarks" / "splade-tiny" / "results.json"
+    assert run.main(["--from-json", str(main_json), "--out", str(tmp_path)]) == 0
+    tiny = tmp_path / "splade-tiny"
+    assert run.main(["--from-json", str(tiny_json), "--out", str(tiny), "--mirror-into",
+                     str(tmp_path / "RESULTS.md")]) == 0
+    text = (tmp_path / "RESULTS.md").read_text(encoding="utf-8")
+    assert text.count("<!-- begin splade-tiny/RESULTS.md") == 1
+    mirrored = text[text.index("<!-- begin splade-tiny/RESULTS.md"):]
+    assert "## spladerunner benchmark results: the real splade-tiny" in mirrored
+    assert "### Document throughput" in mirrored and "](splade-tiny/throughput.png)" in mirrored
+    assert "](throughput.png)" in (tiny / "RESULTS.md").read_text(encoding="utf-8")
+    assert run.main(["--from-json", str(main_json), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "RESULTS.md").read_text(encoding="utf-8") == text
+    with pytest.raises(SystemExit, match="must lie under"):
+        run.main(["--from-json", str(tiny_json), "--out", str(tiny), "--mirror-into",
+                  str(tmp_path / "elsewhere" / "RESULTS.md")])
+
+
+def test_committed_results_md_shows_the_real_model() -> None:
+    """benchmarks/RESULTS.md carries the real splade-tiny's speed report exactly as its own folder has it."""
+    from benchmarks.report import mirrored_sections
+
+    text = (REPO / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    section = next(s for s in mirrored_sections(text).split("<!-- begin ")[1:] if s.startswith("splade-tiny/"))
+    report = (REPO / "benchmarks" / "splade-tiny" / "RESULTS.md").read_text(encoding="utf-8")
+    for line in report.splitlines():
+        if line.startswith("| spladerunner int8 |"):
+            assert line in section
