@@ -43,9 +43,10 @@ def test_fp32_reproduces_the_model_card(splade_tiny_export):
 
 
 def test_int8_comes_close_to_the_model_card(splade_tiny_export):
-    """Measured with per-token int8 (int8 word embeddings): similarities within 1.0% of each row's
-    self-similarity, the card's top-10 weights within 0.026, all 10 top-10 terms kept for every text
-    (dynamic per-tensor int8 had 4.8%, 0.113 and 9, 10, 10 terms)."""
+    """Measured with per-token int8 (int8 word embeddings, weights scaled so that no CPU saturates):
+    similarities within 2.3% of each row's self-similarity, the card's top-10 weights within 0.032, all 10
+    top-10 terms kept for every text (weights scaled by max |w| alone, on a VNNI CPU: 1.0% and 0.026;
+    dynamic per-tensor int8: 4.8%, 0.113 and 9, 10, 10 terms)."""
     assert_close_to_the_card(Expander(splade_tiny_export, precision="int8").expand_batch(CARD_TEXTS))
 
 
@@ -53,7 +54,7 @@ def assert_close_to_the_card(batch) -> None:
     """The int8 bounds against the model card (also the built-in model's: tests/test_builtin_model.py)."""
     dense = batch.to_dense().astype(np.float64)
     relative = np.abs(dense @ dense.T - CARD_SIMILARITY) / CARD_SIMILARITY.max(1, keepdims=True)
-    assert relative.max() <= 0.02
+    assert relative.max() <= 0.03
     for vector, expected in zip(batch.to_list(), CARD_TOP_TERMS):
         weights = vector.to_dict()
         assert {term for term, _ in top_terms(vector)} == {term for term, _ in expected}
