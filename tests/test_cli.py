@@ -73,11 +73,19 @@ def test_expand_output_appears_only_when_complete(tiny_bert_export, tmp_path):
     fresh = tmp_path / "fresh.jsonl"
     many = tmp_path / "many.txt"
     many.write_text("the tilt of the axis causes the seasons\n" * 200_000)
+    # SIGINT at its default in the child: a shell starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler (a CI runner's job may be such a background job).
     process = subprocess.Popen([sys.executable, "-m", "spladerunner", "expand", str(many), "-o", str(fresh),
-                                "--model", str(tiny_bert_export), "--progress"], stderr=subprocess.PIPE, text=True)
+                                "--model", str(tiny_bert_export), "--progress"], stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert "expanded:" in process.stderr.read(40)  # expansion has begun, the output is being written
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
+    try:
+        code = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"still running 60 s after SIGINT; its stderr: {process.communicate()[1][-2000:]!r}")
+    assert code == 130
     assert not fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "many.txt", "vectors.jsonl"]
 
